@@ -1,0 +1,54 @@
+"""The `vtdl` command: one sub-command per pipeline stage.
+
+Each stage lives in its own module, which provides two functions:
+    add_arguments(parser: argparse.ArgumentParser) -> None
+    run(args: argparse.Namespace) -> None
+Snakemake rules call these sub-commands, so every stage also runs by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from vtdl.errors import VtdlError
+
+# (sub-command, module, one-line help), in pipeline order.
+STAGES: list[tuple[str, str, str]] = [
+    ("synth", "vtdl.data.synth", "generate the embedded motion-only data set (real video files)"),
+    ("extract", "vtdl.data.extract", "decode videos into per-video frame files, one shard per class"),
+    ("splits", "vtdl.data.splits", "turn official split files into canonical train/test lists"),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vtdl",
+        description="Self-supervised video representation learning with VTDL, stage by stage.",
+    )
+    sub = parser.add_subparsers(dest="stage", metavar="STAGE", required=True)
+    for name, module_name, help_text in STAGES:
+        module = importlib.import_module(module_name)
+        stage_parser = sub.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(stage_parser)
+        stage_parser.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args._run(args)
+    except VtdlError as err:
+        print(f"vtdl {args.stage}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"vtdl {args.stage}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
