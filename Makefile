@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CORES ?= $(shell nproc 2>/dev/null || echo 2)
-SNAKEMAKE := $(BIN)/snakemake --cores $(CORES) --printshellcmds
+SNAKEMAKE := $(BIN)/snakemake --workflow-profile workflow/profiles/default --cores $(CORES)
 export MLFLOW_TRACKING_URI ?= sqlite:///mlflow.db
 
 .PHONY: setup reproduce test lint dry-run ui clean-results

@@ -1,0 +1,74 @@
+"""Loading and validating params.yaml.
+
+The JSON schema in workflow/schemas/ is the single description of every key; this module turns
+its verdict into one line that names the offending key (`extract.short_side: -3 is less than
+the minimum of 0`), and adds the cross-key checks a schema cannot express. The Snakefile calls
+`validate_params` before any job runs.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from vtdl.errors import VtdlError
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "params.schema.yaml"
+
+
+def load_yaml(path: str | os.PathLike) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise VtdlError(f"{path}: file not found")
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise VtdlError(f"{path}: not valid YAML: {err}") from None
+
+
+def _key_path(parts) -> str:
+    return ".".join(str(p) for p in parts) or "<top level>"
+
+
+def validate_params(config: dict, source: str = "params.yaml", schema_path=SCHEMA_PATH) -> None:
+    """Raise VtdlError naming the first wrong key, type or range in `config`."""
+    schema = load_yaml(schema_path)
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), e.path))
+    if errors:
+        err = jsonschema.exceptions.best_match(errors)
+        where = _key_path(err.absolute_path)
+        if err.validator == "additionalProperties":
+            known = sorted(err.schema.get("properties", {}))
+            hint = f" (known keys: {', '.join(known)})" if known else ""
+            raise VtdlError(f"{source}: {where}: {err.message}{hint}")
+        raise VtdlError(f"{source}: {where}: {err.message}")
+    _check_datasets(config["datasets"], source)
+
+
+def _check_datasets(datasets: dict, source: str) -> None:
+    for name, ds in datasets.items():
+        key = f"datasets.{name}"
+        has_paths = "videos" in ds or "splits" in ds
+        if "synth" in ds:
+            if has_paths:
+                raise VtdlError(
+                    f"{source}: {key}: give either a `synth` block or `videos` + `splits`, not both"
+                )
+            synth = ds["synth"]
+            if ds["format"] == "kinetics":
+                raise VtdlError(f"{source}: {key}.format: synth data sets are ucf101 or hmdb51")
+            if synth["frames_min"] > synth["frames_max"]:
+                raise VtdlError(f"{source}: {key}.synth.frames_min is larger than frames_max")
+            needed = ("groups", "clips_per_group") if ds["format"] == "ucf101" else (
+                "videos_per_class",
+            )
+            for field in needed:
+                if field not in synth:
+                    raise VtdlError(f"{source}: {key}.synth.{field} is required for {ds['format']}")
+        elif not ("videos" in ds and "splits" in ds):
+            raise VtdlError(f"{source}: {key}: give `videos` and `splits` paths (or a `synth` block)")

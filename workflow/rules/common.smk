@@ -1,0 +1,79 @@
+# Shared helpers: validated config, data set paths, shard lists, the vtdl executable.
+import shlex
+import sys
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+
+from vtdl.config import validate_params
+from vtdl.errors import VtdlError
+
+try:
+    # Before any job runs: a wrong key, type or range stops here with the key named.
+    validate_params(
+        config, source="params", schema_path=workflow.source_path("../schemas/params.schema.yaml")
+    )
+except VtdlError as err:
+    raise WorkflowError(str(err)) from None
+
+DATASETS = config["datasets"]
+SYNTH_DATASETS = [name for name, ds in DATASETS.items() if "synth" in ds]
+
+# The vtdl next to the Python that runs Snakemake: works without an activated venv.
+VTDL = shlex.quote(str(Path(sys.executable).with_name("vtdl")))
+# Package sources are inputs of the rules that run them, so a code change re-runs the stage.
+# Relative to the working directory when the workflow runs in its own checkout (the usual case).
+_src = Path(workflow.basedir, "src", "vtdl").resolve()
+SRC = _src.relative_to(Path.cwd()) if _src.is_relative_to(Path.cwd()) else _src
+
+
+wildcard_constraints:
+    ds="|".join(DATASETS),
+
+
+def code(*modules):
+    """Paths of package modules (relative to src/vtdl) that a rule's output depends on."""
+    return [str(SRC / m) for m in ("cli.py", "fsutil.py", "errors.py", *modules)]
+
+
+def is_synth(ds):
+    return ds in SYNTH_DATASETS
+
+
+def videos_dir(ds):
+    return f"data/raw/{ds}/videos" if is_synth(ds) else DATASETS[ds]["videos"]
+
+
+def splits_dir(ds):
+    return f"data/raw/{ds}/splits" if is_synth(ds) else DATASETS[ds]["splits"]
+
+
+def _existing_dir(ds, key):
+    path = Path(DATASETS[ds][key])
+    if not path.is_dir():
+        raise WorkflowError(f"params: datasets.{ds}.{key}: directory not found: {path}")
+    return path
+
+
+def shards(ds):
+    """Extraction shards (one job each): class folders (Kinetics: split/class folders)."""
+    fmt = DATASETS[ds]["format"]
+    if is_synth(ds):
+        from vtdl.data.synth import class_names
+
+        return class_names(fmt)[: DATASETS[ds]["synth"]["num_classes"]]
+    from vtdl.data.extract import list_shards
+
+    shard_list = list_shards(fmt, _existing_dir(ds, "videos"))
+    if not shard_list:
+        raise WorkflowError(f"params: datasets.{ds}.videos: no class folders with videos found")
+    return shard_list
+
+
+def files_under(path):
+    """Every non-hidden file below `path`, so adding or changing one re-runs its job."""
+    return sorted(
+        str(p)
+        for p in Path(path).rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
+    )

@@ -1,0 +1,77 @@
+# Data stages: embedded data set generation, frame extraction (one job per class shard),
+# canonical split lists.
+
+
+rule synth:
+    input:
+        code("data/synth.py", "data/video.py"),
+    output:
+        videos=directory("data/raw/{ds}/videos"),
+        splits=directory("data/raw/{ds}/splits"),
+    params:
+        fmt=lambda w: DATASETS[w.ds]["format"],
+        args=lambda w: " ".join(
+            f"--{key.replace('_', '-')} {value}" for key, value in DATASETS[w.ds]["synth"].items()
+        ),
+    log:
+        "logs/synth/{ds}.log",
+    benchmark:
+        "benchmarks/synth/{ds}.tsv"
+    shell:
+        "{VTDL} synth --format {params.fmt} --videos {output.videos} --splits {output.splits}"
+        " {params.args} 2> {log}"
+
+
+def extract_input(wildcards):
+    if is_synth(wildcards.ds):
+        return [videos_dir(wildcards.ds)]
+    return files_under(_existing_dir(wildcards.ds, "videos") / wildcards.shard)
+
+
+rule extract:
+    input:
+        videos=extract_input,
+        code=code("data/extract.py", "data/framestore.py", "data/video.py"),
+    output:
+        directory("data/frames/{ds}/{shard}"),
+    params:
+        fmt=lambda w: DATASETS[w.ds]["format"],
+        videos=lambda w: videos_dir(w.ds),
+        settings=config["extract"],
+    log:
+        "logs/extract/{ds}/{shard}.log",
+    benchmark:
+        "benchmarks/extract/{ds}/{shard}.tsv"
+    shell:
+        "{VTDL} extract --format {params.fmt} --videos {params.videos:q}"
+        " --out data/frames/{wildcards.ds} --shard {wildcards.shard:q}"
+        " --short-side {params.settings[short_side]} --codec {params.settings[codec]}"
+        " --quality {params.settings[quality]} --on-error {params.settings[on_error]}"
+        " 2> {log:q}"
+
+
+def split_files(wildcards):
+    if is_synth(wildcards.ds):
+        return [splits_dir(wildcards.ds)]
+    return files_under(_existing_dir(wildcards.ds, "splits"))
+
+
+rule splits:
+    input:
+        frames=lambda w: expand("data/frames/{ds}/{shard}", ds=w.ds, shard=shards(w.ds)),
+        splits=split_files,
+        code=code("data/splits.py", "data/clips.py"),
+    output:
+        directory("data/splits/{ds}"),
+    params:
+        fmt=lambda w: DATASETS[w.ds]["format"],
+        splits=lambda w: splits_dir(w.ds),
+        on_missing=config["splits"]["on_missing"],
+    log:
+        "logs/splits/{ds}.log",
+    benchmark:
+        "benchmarks/splits/{ds}.tsv"
+    shell:
+        "{VTDL} splits --format {params.fmt} --splits {params.splits:q}"
+        " --frames data/frames/{wildcards.ds} --out {output:q} --on-missing {params.on_missing}"
+        " 2> {log}"
