@@ -17,7 +17,7 @@ from vtdl.errors import VtdlError
 # (sub-command, module, one-line help), in pipeline order.
 STAGES: list[tuple[str, str, str]] = [
     ("synth", "vtdl.data.synth", "generate the embedded motion-only data set (real video files)"),
-    ("extract", "vtdl.data.extract", "decode videos into per-video frame files, one shard per class"),
+    ("extract", "vtdl.data.extract", "decode videos to one frame file per video, a job per class"),
     ("splits", "vtdl.data.splits", "turn official split files into canonical train/test lists"),
 ]
 
