@@ -48,6 +48,14 @@ def validate_params(config: dict, source: str = "params.yaml", schema_path=SCHEM
             raise VtdlError(f"{source}: {where}: {err.message}{hint}")
         raise VtdlError(f"{source}: {where}: {err.message}")
     _check_datasets(config["datasets"], source)
+    pretrain = config["pretrain"]
+    if pretrain["dataset"] not in config["datasets"]:
+        raise VtdlError(
+            f"{source}: pretrain.dataset: {pretrain['dataset']!r} is not a data set in `datasets`"
+            f" ({', '.join(config['datasets'])})"
+        )
+    if pretrain["resize_short"] < pretrain["crop_size"]:
+        raise VtdlError(f"{source}: pretrain.resize_short is smaller than pretrain.crop_size")
 
 
 def _check_datasets(datasets: dict, source: str) -> None:
@@ -64,11 +72,13 @@ def _check_datasets(datasets: dict, source: str) -> None:
                 raise VtdlError(f"{source}: {key}.format: synth data sets are ucf101 or hmdb51")
             if synth["frames_min"] > synth["frames_max"]:
                 raise VtdlError(f"{source}: {key}.synth.frames_min is larger than frames_max")
-            needed = ("groups", "clips_per_group") if ds["format"] == "ucf101" else (
-                "videos_per_class",
+            needed = (
+                ("groups", "clips_per_group") if ds["format"] == "ucf101" else ("videos_per_class",)
             )
             for field in needed:
                 if field not in synth:
                     raise VtdlError(f"{source}: {key}.synth.{field} is required for {ds['format']}")
         elif not ("videos" in ds and "splits" in ds):
-            raise VtdlError(f"{source}: {key}: give `videos` and `splits` paths (or a `synth` block)")
+            raise VtdlError(
+                f"{source}: {key}: give `videos` and `splits` paths (or a `synth` block)"
+            )

@@ -1,0 +1,57 @@
+"""Checkpoints that resume exactly and load with `weights_only=True`.
+
+A checkpoint holds only tensors, numbers, strings, lists and dicts (no pickled objects), so it
+loads with torch's safe unpickler. It records a digest of the parameters it was trained with:
+a job re-started after a parameter change starts afresh instead of resuming the wrong run.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vtdl.errors import VtdlError
+from vtdl.fsutil import atomic_path
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
+    """Write atomically: a job killed while saving keeps its previous checkpoint."""
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise VtdlError(f"{path}: checkpoint not found")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # torch raises many types for a damaged or foreign file
+        raise VtdlError(
+            f"{path}: not a readable vtdl checkpoint ({type(err).__name__}: {err})"
+        ) from None
+
+
+def load_resumable(path: str | os.PathLike, digest: str) -> dict | None:
+    """The checkpoint at `path` if it was written with the same parameters, else None."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    state = load_checkpoint(path)
+    return state if state.get("params_digest") == digest else None

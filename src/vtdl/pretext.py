@@ -1,0 +1,282 @@
+"""Temporal discriminative pretraining: MoCo with one temporal negative per clip (METHOD §4-5).
+
+A query encoder (backbone + projection head) embeds the anchor clip; a momentum (EMA) copy of
+it embeds the positive (the same frames under another spatial augmentation); the query encoder
+also embeds the temporal negative (the same video at another time), with gradient. The InfoNCE
+loss asks the anchor to pick its positive out of the queue of earlier keys and the negative.
+
+Temporal Consistent Augmentation is not applied here: the training loop applies
+`vtdl.augment.temporal_consistent_augmentation` to the anchor batch when `METHODS[m].tca`.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vtdl.errors import VtdlError
+from vtdl.losses import pretext_metrics, temporal_info_nce, triplet_margin
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """What a pretraining method adds to plain MoCo (one row of the METHOD §8 ablation)."""
+
+    temporal_negative: bool  # add q.n, a clip of the same video at another time, as a negative
+    tca: bool  # apply temporal consistent augmentation to the anchor batch
+    summary: str
+
+
+# The one definition of the pretraining methods, shared by the training loop and the
+# params.yaml validation.
+METHODS: dict[str, MethodSpec] = {
+    "moco": MethodSpec(
+        temporal_negative=False,
+        tca=False,
+        summary="instance discrimination: anchor vs its positive and the queue",
+    ),
+    "moco_td": MethodSpec(
+        temporal_negative=True,
+        tca=False,
+        summary="moco + the temporal negative (same video, other time)",
+    ),
+    "vtdl": MethodSpec(
+        temporal_negative=True,
+        tca=True,
+        summary="moco_td + temporal consistent augmentation of the anchor (full VTDL)",
+    ),
+}
+
+
+def method_spec(name: str, key: str = "pretrain.method") -> MethodSpec:
+    """The spec of pretraining method `name`; VtdlError naming `key` when it is unknown."""
+    if name not in METHODS:
+        raise VtdlError(f"{key}: unknown method {name!r}; choose one of {', '.join(METHODS)}")
+    return METHODS[name]
+
+
+def validate_queue_size(
+    queue_size: int, num_train_videos: int, batch_size: int, key: str = "pretrain.queue_size"
+) -> None:
+    """Reject a queue that would hold the batch's own videos as negatives.
+
+    The queue keeps the keys of the last K clips. Once K reaches the number of other videos in
+    an epoch (N - batch), it holds an earlier key of the very videos in the current batch, and
+    each of them is pushed away from itself (a known MoCo pitfall on small data sets).
+
+    Raises:
+        VtdlError: naming `key`, with the numbers, when K < 1 or K >= N - batch.
+    """
+    if queue_size < 1:
+        raise VtdlError(f"{key}: must be at least 1, got {queue_size}")
+    limit = num_train_videos - batch_size
+    if queue_size >= limit:
+        raise VtdlError(
+            f"{key}: {queue_size} must be below the number of training videos minus the batch "
+            f"size ({num_train_videos} - {batch_size} = {limit}); a larger queue holds earlier "
+            f"keys of the batch's own videos, so a video is counted as its own negative"
+        )
+
+
+class ProjectionHead(nn.Module):
+    """Global average pool -> Linear(feature_dim -> dim) -> L2 normalise.
+
+    Args:
+        feature_dim: channels of the backbone's feature map.
+        dim: embedding size (default 128, as in the original).
+    """
+
+    def __init__(self, feature_dim: int, dim: int = 128) -> None:
+        super().__init__()
+        self.fc = nn.Linear(feature_dim, dim)
+
+    def forward(self, features: Tensor) -> Tensor:
+        """(B, D, T', H', W') feature map (or already pooled (B, D)) -> (B, dim) unit vectors."""
+        pooled = features.flatten(2).mean(dim=2) if features.dim() > 2 else features
+        # Normalise in float32: under autocast the linear layer returns bf16/fp16.
+        return F.normalize(self.fc(pooled).float(), dim=1)
+
+
+class Encoder(nn.Module):
+    """A backbone followed by a projection head: clip (B, C, T, H, W) -> (B, dim) unit vectors."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+
+    def forward(self, clips: Tensor) -> Tensor:
+        return self.head(self.backbone(clips))
+
+
+class TemporalMoCo(nn.Module):
+    """MoCo with a temporal negative: the pretraining model of moco, moco_td and vtdl.
+
+    Args:
+        backbone: maps (B, C, T, H, W) clips to a (B, D, T', H', W') feature map and has an
+            attribute `feature_dim` = D. Its weights are the query encoder's; the key encoder
+            starts as an exact copy.
+        dim: embedding size of the projection head (default 128).
+        queue_size: K, number of earlier keys used as negatives (default 5000, the original's
+            UCF101 value; check it with `validate_queue_size`).
+        momentum: m of the key encoder's EMA, f_k <- m f_k + (1 - m) f_q (default 0.999).
+        tau: softmax temperature (default 0.07).
+        use_negative: add the temporal negative column (default True; False gives plain MoCo).
+        triplet_weight: weight of the triplet margin loss added to InfoNCE (default 0.0: the
+            original computes it but does not add it; it is logged whenever a negative is used).
+        triplet_margin: margin of that triplet loss (default 1.0).
+        generator: random generator for the initial queue (default: torch's global one).
+
+    Order of one training step (forward, then the caller's backward and optimizer step):
+        1. EMA-update f_k from f_q. The original updates f_k right after the optimizer step;
+           doing it at the start of the next forward (as MoCo does) gives the identical
+           sequence of key encoders (the first update of a fresh model is a no-op because f_k
+           is a copy of f_q) and needs nothing from the training loop.
+        2. q = f_q(anchor); k = f_k(positive) without gradient; n = f_q(negative) with gradient.
+        3. loss and metrics from [q.k, q.queue, q.n] / tau, against the queue of earlier keys.
+        4. Enqueue k (FIFO), after the logits, so a key never serves as its own negative.
+    Call forward once per optimizer step (gradient accumulation would need the EMA moved to
+    after the optimizer step). Steps 1 and 4 change state only in training mode: an
+    evaluation pass (model.eval()) leaves the queue and the key encoder untouched. The queue,
+    its pointer and both encoders are registered, so `state_dict()` resumes a run exactly.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        dim: int = 128,
+        queue_size: int = 5000,
+        momentum: float = 0.999,
+        tau: float = 0.07,
+        use_negative: bool = True,
+        triplet_weight: float = 0.0,
+        triplet_margin: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        if queue_size < 1:
+            raise ValueError(f"queue_size must be at least 1, got {queue_size}")
+        if not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"momentum must lie in [0, 1], got {momentum}")
+        self.momentum = momentum
+        self.tau = tau
+        self.use_negative = use_negative
+        self.triplet_weight = triplet_weight
+        self.triplet_margin = triplet_margin
+
+        self.encoder_q = Encoder(backbone, ProjectionHead(backbone.feature_dim, dim))
+        self.encoder_k = copy.deepcopy(self.encoder_q)
+        for param in self.encoder_k.parameters():
+            param.requires_grad_(False)  # moved only by the EMA, never by the optimizer
+
+        queue = torch.randn(queue_size, dim, generator=generator)
+        self.register_buffer("queue", F.normalize(queue, dim=1))
+        # Index of the oldest key, i.e. the next row to overwrite. A tensor (not an int) so it
+        # is saved in checkpoints and updated on the device without a host synchronisation.
+        self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
+
+    @property
+    def backbone(self) -> nn.Module:
+        """The query encoder's backbone: the weights fine-tuning and the probes start from."""
+        return self.encoder_q.backbone
+
+    def train(self, mode: bool = True) -> TemporalMoCo:
+        """Set the mode; in training the key encoder runs dropout-free but with batch-norm
+        batch statistics, as in the original (its BN must see the same kind of statistics as
+        the query encoder's, and its targets should not be noisy)."""
+        super().train(mode)
+        if mode:
+            self.encoder_k.eval()
+            for module in self.encoder_k.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.train()
+        return self
+
+    @torch.no_grad()
+    def _momentum_update_key_encoder(self) -> None:
+        """f_k <- m f_k + (1 - m) f_q over the parameters; BN running statistics of f_k follow
+        from its own forward passes (as in the original)."""
+        key_params = list(self.encoder_k.parameters())
+        query_params = [p.detach() for p in self.encoder_q.parameters()]
+        # One fused kernel per op over all tensors (a backbone has hundreds), as optimizers do.
+        torch._foreach_mul_(key_params, self.momentum)
+        torch._foreach_add_(key_params, query_params, alpha=1.0 - self.momentum)
+
+    @torch.no_grad()
+    def _gather_keys(self, keys: Tensor) -> Tensor:
+        """Keys of the whole global batch, in rank order. Identity in a single process.
+
+        Distributed training goes here: all_gather the keys of every rank so each rank
+        enqueues the same global batch. Shuffle-BN belongs on the key branch next to it
+        (shuffle the positives across ranks before f_k, unshuffle k after), so the key BN
+        statistics do not leak which sample is the positive.
+        """
+        return keys
+
+    @torch.no_grad()
+    def _dequeue_and_enqueue(self, keys: Tensor) -> None:
+        """Overwrite the oldest rows with `keys`, in order, wrapping around the end (FIFO)."""
+        keys = self._gather_keys(keys)
+        queue_size = self.queue.shape[0]
+        batch = keys.shape[0]
+        # A batch larger than the queue leaves only its newest K keys, as writing it row by row
+        # would; skipping the rest also keeps the scatter indices unique.
+        skipped = max(batch - queue_size, 0)
+        rows = self.queue_ptr + skipped + torch.arange(batch - skipped, device=keys.device)
+        self.queue.index_copy_(0, rows % queue_size, keys[skipped:].to(self.queue.dtype))
+        self.queue_ptr.add_(batch).remainder_(queue_size)
+
+    def _key_embeddings(self, positive: Tensor) -> Tensor:
+        """k = f_k(positive), a constant target (with several processes, shuffle-BN wraps this
+        call; see `_gather_keys`)."""
+        with torch.no_grad():
+            return self.encoder_k(positive)
+
+    def forward(
+        self, anchor: Tensor, positive: Tensor, negative: Tensor | None = None
+    ) -> dict[str, Tensor | dict[str, Tensor]]:
+        """One pretext step on a batch of temporal triplets.
+
+        Args:
+            anchor: (B, C, T, H, W) anchor clips (TCA already applied for vtdl).
+            positive: (B, C, T, H, W) the same frames under another spatial augmentation.
+            negative: (B, C, T, H, W) clips of the same videos at another time; required when
+                `use_negative`, must be None otherwise.
+
+        Returns:
+            {"loss": scalar with gradient, "logits": (B, 1 + K [+ 1]) detached float32,
+             "metrics": detached 0-d tensors: loss, pos_sim, queue_sim, instance_acc and, with
+             the negative, neg_sim, pos_beats_neg, triplet}.
+        """
+        if self.use_negative != (negative is not None):
+            wanted = "requires a negative" if self.use_negative else "takes no negative"
+            raise ValueError(f"use_negative={self.use_negative}: forward {wanted}")
+        if self.training:
+            self._momentum_update_key_encoder()
+
+        q = self.encoder_q(anchor)
+        k = self._key_embeddings(positive)
+        # The negative goes through f_q in its own pass (not concatenated with the anchor), as
+        # in the original: each pass normalises with its own batch statistics.
+        n = self.encoder_q(negative) if negative is not None else None
+
+        # A snapshot of the queue: autograd keeps it for the gradient of q, and the enqueue
+        # below overwrites the buffer in place before backward runs.
+        loss, logits = temporal_info_nce(q, k, self.queue.clone(), n, tau=self.tau)
+        metrics = pretext_metrics(logits, has_negative=n is not None, tau=self.tau)
+        if n is not None:
+            # Build its graph only when it is part of the loss; otherwise it is a diagnostic.
+            with torch.set_grad_enabled(torch.is_grad_enabled() and self.triplet_weight != 0):
+                triplet = triplet_margin(q, k, n, margin=self.triplet_margin)
+            metrics["triplet"] = triplet.detach()
+            if self.triplet_weight != 0:
+                loss = loss + self.triplet_weight * triplet
+        metrics["loss"] = loss.detach()
+
+        if self.training:
+            self._dequeue_and_enqueue(k)
+        return {"loss": loss, "logits": logits.detach(), "metrics": metrics}

@@ -1,0 +1,293 @@
+"""Tests for vtdl.augment: clip-consistent spatial augmentation and TCA."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms.v2 import functional as tvf
+
+from vtdl.augment import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    JITTER_OPS,
+    ClipAugment,
+    ClipAugmentParams,
+    ClipEval,
+    adjust_hue,
+    rotate_crop,
+    temporal_consistent_augmentation,
+    temporal_consistent_augmentation_with_lambda,
+)
+from vtdl.errors import VtdlError
+
+
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _random_clip(t: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
+    return torch.randint(0, 256, (t, h, w, 3), dtype=torch.uint8, generator=_gen(seed))
+
+
+def _texture(h: int, w: int, seed: int = 0) -> torch.Tensor:
+    """A smooth-ish colourful (H, W, 3) uint8 image (mixes grey, saturated and tied pixels)."""
+    rng = np.random.default_rng(seed)
+    img = rng.integers(0, 256, (h, w, 3)).astype(np.uint8)
+    img[:4, :4] = 128  # grey: hue undefined
+    img[4:8, :4, 1] = img[4:8, :4, 0]  # red == green ties
+    return torch.from_numpy(img)
+
+
+# ---------------------------------------------------------------- TCA
+
+
+def test_tca_scales_every_temporal_difference_by_one_minus_lambda():
+    x = torch.randn(4, 3, 8, 5, 6, generator=_gen(1))
+    out, lam = temporal_consistent_augmentation_with_lambda(x, alpha=0.1, generator=_gen(2))
+    assert 0.0 < float(lam) < 0.1
+    for n in (1, 2, 3):
+        assert torch.allclose(
+            torch.diff(out, n=n, dim=2), (1 - lam) * torch.diff(x, n=n, dim=2), atol=1e-5
+        )
+    # A non-trivial change: appearance is perturbed.
+    assert not torch.allclose(out, x)
+
+
+def test_tca_blends_one_frame_of_the_same_sample_per_sample():
+    x = torch.randn(6, 2, 7, 3, 3, generator=_gen(3))
+    out, lam = temporal_consistent_augmentation_with_lambda(x, alpha=0.5, generator=_gen(4))
+    static = (out - (1 - lam) * x) / lam  # (B, C, T, H, W), must be x[i, :, k_i] for every t
+    chosen = []
+    for i in range(x.shape[0]):
+        assert torch.allclose(static[i], static[i, :, :1].expand_as(static[i]), atol=1e-4)
+        matches = [
+            k for k in range(x.shape[2]) if torch.allclose(static[i, :, 0], x[i, :, k], atol=1e-4)
+        ]
+        assert len(matches) == 1
+        chosen.append(matches[0])
+    assert len(set(chosen)) > 1  # frame indices are drawn per sample, not per batch
+
+
+def test_tca_lambda_range_and_alpha_zero():
+    x = torch.rand(2, 3, 4, 2, 2)
+    lams = [
+        float(temporal_consistent_augmentation_with_lambda(x, 0.1, _gen(s))[1]) for s in range(200)
+    ]
+    assert min(lams) >= 0.0 and max(lams) < 0.1
+    assert max(lams) > 0.08 and min(lams) < 0.02  # spans the interval
+    out, lam = temporal_consistent_augmentation_with_lambda(x, 0.0, _gen(0))
+    assert float(lam) == 0.0 and torch.equal(out, x)
+
+
+def test_tca_is_deterministic_for_a_generator_seed():
+    x = torch.randn(3, 3, 5, 4, 4, generator=_gen(0))
+    a = temporal_consistent_augmentation(x, generator=_gen(7))
+    b = temporal_consistent_augmentation(x, generator=_gen(7))
+    c = temporal_consistent_augmentation(x, generator=_gen(8))
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+def test_tca_keeps_dtype_and_works_under_autocast():
+    x = torch.randn(2, 3, 4, 3, 3, generator=_gen(0))
+    out16 = temporal_consistent_augmentation(x.to(torch.bfloat16), generator=_gen(1))
+    assert out16.dtype == torch.bfloat16
+    ref = temporal_consistent_augmentation(x, generator=_gen(1))
+    assert torch.allclose(out16.float(), ref, atol=0.05)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = temporal_consistent_augmentation(x, generator=_gen(1))
+    assert torch.allclose(out.float(), ref, atol=0.05)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_tca_on_cuda_matches_cpu_for_a_cpu_generator():
+    x = torch.randn(2, 3, 4, 3, 3, generator=_gen(0))
+    ref = temporal_consistent_augmentation(x, generator=_gen(1))
+    out = temporal_consistent_augmentation(x.cuda(), generator=_gen(1))
+    assert out.is_cuda and torch.allclose(out.cpu(), ref, atol=1e-6)
+    with torch.autocast("cuda", dtype=torch.float16):
+        half = temporal_consistent_augmentation(x.cuda().half())
+    assert half.dtype == torch.float16
+
+
+def test_tca_rejects_bad_alpha_and_shape():
+    with pytest.raises(VtdlError, match="tca_alpha"):
+        temporal_consistent_augmentation(torch.zeros(1, 3, 2, 2, 2), alpha=1.5)
+    with pytest.raises(ValueError, match="B, C, T, H, W"):
+        temporal_consistent_augmentation(torch.zeros(3, 2, 2, 2))
+
+
+# ---------------------------------------------------------------- building blocks
+
+
+@pytest.mark.parametrize("factor", [-0.5, -0.31, 0.0, 0.17, 0.5])
+def test_adjust_hue_matches_torchvision(factor):
+    img = _texture(12, 10).permute(2, 0, 1).float().div(255).unsqueeze(0).repeat(2, 1, 1, 1)
+    assert torch.allclose(adjust_hue(img, factor), tvf.adjust_hue(img, factor), atol=1e-5)
+
+
+@pytest.mark.parametrize("angle", [0.0, 7.5, -9.0])
+def test_rotate_crop_matches_torchvision_rotate_then_crop(angle):
+    frames = torch.rand(3, 3, 20, 27, generator=_gen(0))
+    ref = tvf.crop(
+        tvf.rotate(frames, angle, interpolation=InterpolationMode.BILINEAR), 2, 5, 16, 16
+    )
+    assert torch.allclose(rotate_crop(frames, angle, 2, 5, 16), ref, atol=1e-4)
+
+
+# ---------------------------------------------------------------- ClipAugment
+
+
+def _reference(aug: ClipAugment, clip: torch.Tensor, p: ClipAugmentParams, ops) -> torch.Tensor:
+    """The textbook pipeline with torchvision's own functions, frame batch at a time."""
+    x = tvf.resize(clip.permute(0, 3, 1, 2), [aug.resize_short], antialias=True)
+    x = x.float() / 255
+    x = tvf.rotate(x, p.angle, interpolation=InterpolationMode.BILINEAR)
+    x = tvf.crop(x, p.top, p.left, aug.crop_size, aug.crop_size)
+    fns = {
+        "brightness": lambda im: tvf.adjust_brightness(im, p.brightness),
+        "contrast": lambda im: tvf.adjust_contrast(im, p.contrast),
+        "saturation": lambda im: tvf.adjust_saturation(im, p.saturation),
+        "hue": lambda im: tvf.adjust_hue(im, p.hue),
+    }
+    for op in ops:
+        x = fns[JITTER_OPS[op]](x)
+    x = tvf.normalize(x, list(IMAGENET_MEAN), list(IMAGENET_STD))
+    return x.permute(1, 0, 2, 3)
+
+
+def test_output_shape_dtype_and_numpy_input():
+    aug = ClipAugment(crop_size=16, resize_short=20)
+    clip = _random_clip(5, 20, 26)
+    out = aug(clip, _gen(0))
+    assert out.shape == (3, 5, 16, 16) and out.dtype == torch.float32 and out.is_contiguous()
+    assert torch.equal(aug(clip.numpy(), _gen(0)), out)
+
+
+def test_resize_short_side_keeps_aspect():
+    aug = ClipAugment(crop_size=16, resize_short=20)
+    assert aug.resize(_random_clip(2, 40, 60)).shape == (2, 3, 20, 30)
+    assert aug.resize(_random_clip(2, 60, 40)).shape == (2, 3, 30, 20)
+    assert aug(_random_clip(2, 60, 40), _gen(0)).shape == (3, 2, 16, 16)
+
+
+def test_chained_pipeline_matches_torchvision_reference():
+    aug = ClipAugment(crop_size=16, resize_short=20)
+    clip = _random_clip(4, 30, 37, seed=2)
+    frames = aug.resize(clip)
+    for seed in range(3):
+        p = aug.sample_params(frames.shape[-2], frames.shape[-1], _gen(seed))
+        ref = _reference(aug, clip, p, p.order)
+        # Resized uint8 in both paths; jitter differences are interpolation-level only.
+        assert torch.allclose(aug.apply(frames, p), ref, atol=2e-3)
+
+
+def test_faithful_jitter_applies_only_the_last_operation_of_the_order():
+    chained = ClipAugment(crop_size=16, resize_short=20)
+    faithful = ClipAugment(crop_size=16, resize_short=20, faithful_jitter=True)
+    clip = _random_clip(3, 20, 24, seed=5)
+    frames = faithful.resize(clip)
+    for seed in range(4):
+        p = faithful.sample_params(20, 24, _gen(seed))
+        out = faithful.apply(frames, p)
+        assert torch.allclose(out, _reference(faithful, clip, p, p.order[-1:]), atol=2e-3)
+        # Not the chained result and not any other single operation.
+        assert not torch.allclose(out, chained.apply(frames, p), atol=1e-2)
+        for op in p.order[:-1]:
+            assert not torch.allclose(out, _reference(faithful, clip, p, [op]), atol=1e-2)
+
+
+def test_same_parameters_for_every_frame():
+    aug = ClipAugment(crop_size=16, resize_short=20)
+    clip = _random_clip(6, 20, 25, seed=3)
+    frames = aug.resize(clip)
+    p = aug.sample_params(20, 25, _gen(11))
+    whole = aug.apply(frames, p)
+    one_by_one = torch.cat([aug.apply(frames[t : t + 1], p) for t in range(6)], dim=1)
+    assert torch.allclose(whole, one_by_one, atol=1e-5)
+
+
+@pytest.mark.parametrize("faithful", [False, True])
+def test_identical_frames_stay_identical(faithful):
+    aug = ClipAugment(crop_size=16, resize_short=20, faithful_jitter=faithful)
+    clip = _texture(24, 30).unsqueeze(0).repeat(5, 1, 1, 1)
+    for seed in range(3):
+        out = aug(clip, _gen(seed))
+        assert torch.allclose(out, out[:, :1].expand_as(out), atol=1e-6)
+
+
+def test_shifted_frames_keep_their_shift():
+    # Frame t is the texture rolled by 2t pixels to the right; every frame gets the same crop
+    # and the same per-pixel colour changes, so the output shows the same shift. Contrast is
+    # off: it blends towards the grey mean of each frame's crop, which moving content changes
+    # (as in the original, where the jitter also follows the crop).
+    aug = ClipAugment(crop_size=16, resize_short=20, rotation=0.0, contrast=0.0)
+    base = _texture(20, 28, seed=4)
+    clip = torch.stack([torch.roll(base, 2 * t, dims=1) for t in range(4)])
+    out = aug(clip, _gen(9))
+    for t in range(1, 4):
+        s = 2 * t
+        assert torch.allclose(out[:, t, :, s:], out[:, 0, :, :-s], atol=1e-4)
+
+
+def test_normalisation_and_unit_range():
+    clip = _random_clip(3, 20, 20, seed=6)
+    raw = ClipAugment(crop_size=16, resize_short=20, normalize=False)(clip, _gen(1))
+    norm = ClipAugment(crop_size=16, resize_short=20)(clip, _gen(1))
+    assert raw.min() >= 0.0 and raw.max() <= 1.0
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1, 1)
+    assert torch.allclose(norm, (raw - mean) / std, atol=1e-5)
+
+
+def test_determinism_with_a_generator():
+    aug = ClipAugment(crop_size=16, resize_short=20)
+    clip = _random_clip(4, 22, 30, seed=8)
+    assert torch.equal(aug(clip, _gen(3)), aug(clip, _gen(3)))
+    assert not torch.equal(aug(clip, _gen(3)), aug(clip, _gen(4)))
+    torch.manual_seed(5)
+    a = aug(clip)
+    torch.manual_seed(5)
+    assert torch.equal(a, aug(clip))
+
+
+def test_parameter_ranges():
+    aug = ClipAugment(crop_size=16, resize_short=20)
+    params = [aug.sample_params(20, 23, _gen(s)) for s in range(300)]
+    assert all(-10 <= p.angle <= 10 for p in params)
+    assert all(0.5 <= p.brightness <= 1.5 and 0.5 <= p.contrast <= 1.5 for p in params)
+    assert all(0.75 <= p.saturation <= 1.25 and -0.5 <= p.hue <= 0.5 for p in params)
+    assert all(sorted(p.order) == [0, 1, 2, 3] for p in params)
+    assert {p.top for p in params} == set(range(5))
+    assert {p.left for p in params} == set(range(8))
+    assert len({p.order[-1] for p in params}) == 4  # each op can be the surviving one
+
+
+def test_bad_settings_and_clip_raise():
+    with pytest.raises(VtdlError, match="resize_short"):
+        ClipAugment(crop_size=32, resize_short=28)
+    with pytest.raises(VtdlError, match="hue"):
+        ClipAugment(crop_size=16, resize_short=20, hue=0.6)
+    with pytest.raises(VtdlError, match="rotation"):
+        ClipAugment(crop_size=16, resize_short=20, rotation=-1)
+    with pytest.raises(VtdlError, match="crop_size"):
+        ClipEval(crop_size=0, resize_short=20)
+    with pytest.raises(ValueError, match="uint8"):
+        ClipAugment(crop_size=16, resize_short=20)(torch.zeros(2, 20, 20, 3))
+
+
+# ---------------------------------------------------------------- ClipEval
+
+
+def test_clip_eval_is_a_deterministic_centre_crop():
+    clip = _random_clip(3, 20, 26, seed=9)
+    ev = ClipEval(crop_size=16, resize_short=20)
+    out = ev(clip)
+    assert out.shape == (3, 3, 16, 16) and torch.equal(out, ev(clip))
+    frames = clip.permute(3, 0, 1, 2).float() / 255  # (C, T, H, W)
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1, 1)
+    assert torch.allclose(out, (frames[:, :, 2:18, 5:21] - mean) / std, atol=1e-5)
+    assert ClipEval(crop_size=16, resize_short=20)(_random_clip(2, 40, 52)).shape == (3, 2, 16, 16)
