@@ -55,3 +55,58 @@ def load_resumable(path: str | os.PathLike, digest: str) -> dict | None:
         return None
     state = load_checkpoint(path)
     return state if state.get("params_digest") == digest else None
+
+
+# ----------------------------------------------------------------------------------------------
+# The encoder file: what pretraining hands to every downstream stage
+# ----------------------------------------------------------------------------------------------
+
+ENCODER_FORMAT = "vtdl-encoder/1"
+
+
+def save_encoder(
+    path: str | os.PathLike,
+    backbone_name: str,
+    backbone_options: dict[str, Any],
+    state_dict: dict[str, torch.Tensor],
+    source: dict[str, Any],
+) -> None:
+    """Write a pretrained backbone (query encoder, projection head dropped) atomically.
+
+    Args:
+        backbone_name: a name of `vtdl.models.BACKBONES`.
+        backbone_options: the constructor options it was built with.
+        state_dict: the backbone's weights (CPU tensors).
+        source: provenance: stage, method, dataset, seed, mlflow_run_id, params_digest.
+    """
+    save_checkpoint(
+        path,
+        {
+            "format": ENCODER_FORMAT,
+            "backbone": backbone_name,
+            "backbone_options": dict(backbone_options),
+            "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()},
+            "source": dict(source),
+        },
+    )
+
+
+def load_encoder(path: str | os.PathLike) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Rebuild the backbone saved by `save_encoder`; returns (backbone, the whole record).
+
+    Raises:
+        VtdlError: missing or foreign file, or weights that do not fit the named backbone.
+    """
+    from vtdl.models import build_backbone
+
+    record = load_checkpoint(path)
+    if not isinstance(record, dict) or record.get("format") != ENCODER_FORMAT:
+        raise VtdlError(f"{path}: not a vtdl encoder file (expected format {ENCODER_FORMAT})")
+    backbone = build_backbone(record["backbone"], **record["backbone_options"])
+    try:
+        backbone.load_state_dict(record["state_dict"])
+    except RuntimeError as err:
+        raise VtdlError(
+            f"{path}: weights do not fit backbone {record['backbone']!r}: {err}"
+        ) from None
+    return backbone, record
