@@ -83,3 +83,17 @@ def test_missing_or_broken_yaml(tmp_path):
     bad.write_text("a: [1, 2\n")
     with pytest.raises(VtdlError, match="bad.yaml: not valid YAML"):
         load_yaml(bad)
+
+
+def test_load_settings_reads_inline_json_and_names_the_bad_key():
+    import json
+
+    from vtdl.config import load_settings
+
+    settings = load_settings(str(ROOT / "params.yaml"), "pretrain")
+    assert load_settings(json.dumps(settings), "pretrain") == settings
+    settings["tau"] = "warm"
+    with pytest.raises(VtdlError, match=r"--settings: pretrain\.tau"):
+        load_settings(json.dumps(settings), "pretrain")
+    with pytest.raises(VtdlError, match="--settings: not a valid JSON"):
+        load_settings("{oops", "pretrain")

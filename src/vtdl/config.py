@@ -8,6 +8,7 @@ the minimum of 0`), and adds the cross-key checks a schema cannot express. The S
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -34,19 +35,47 @@ def _key_path(parts) -> str:
     return ".".join(str(p) for p in parts) or "<top level>"
 
 
-def validate_params(config: dict, source: str = "params.yaml", schema_path=SCHEMA_PATH) -> None:
-    """Raise VtdlError naming the first wrong key, type or range in `config`."""
-    schema = load_yaml(schema_path)
+def _check_against(schema: dict, value: Any, source: str, prefix: tuple) -> None:
+    """Raise VtdlError naming the first key of `value` that `schema` rejects."""
     validator = jsonschema.Draft202012Validator(schema)
-    errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), e.path))
+    errors = sorted(validator.iter_errors(value), key=lambda e: (len(e.absolute_path), e.path))
     if errors:
         err = jsonschema.exceptions.best_match(errors)
-        where = _key_path(err.absolute_path)
+        where = _key_path((*prefix, *err.absolute_path))
         if err.validator == "additionalProperties":
             known = sorted(err.schema.get("properties", {}))
             hint = f" (known keys: {', '.join(known)})" if known else ""
             raise VtdlError(f"{source}: {where}: {err.message}{hint}")
         raise VtdlError(f"{source}: {where}: {err.message}")
+
+
+def load_settings(value: str, section: str, schema_path=SCHEMA_PATH) -> dict:
+    """The `section` block of the parameters, for a stage's `--settings` option.
+
+    `value` is either an inline JSON object (what Snakemake rules pass: the merged config,
+    including any `--configfile` override, which a file on disk would not show) validated
+    against that section's schema, or the path of a params file, validated as a whole.
+    """
+    if value.lstrip().startswith("{"):
+        try:
+            settings = json.loads(value)
+        except json.JSONDecodeError as err:
+            raise VtdlError(f"--settings: not a valid JSON object: {err}") from None
+        schema = load_yaml(schema_path)
+        subschema = {**schema["properties"][section], "$defs": schema.get("$defs", {})}
+        _check_against(subschema, settings, "--settings", prefix=(section,))
+        return settings
+    config = load_yaml(value)
+    if not isinstance(config, dict):
+        raise VtdlError(f"{value}: expected a mapping of parameter sections")
+    validate_params(config, source=str(value), schema_path=schema_path)
+    return config[section]
+
+
+def validate_params(config: dict, source: str = "params.yaml", schema_path=SCHEMA_PATH) -> None:
+    """Raise VtdlError naming the first wrong key, type or range in `config`."""
+    schema = load_yaml(schema_path)
+    _check_against(schema, config, source, prefix=())
     _check_datasets(config["datasets"], source)
     pretrain = config["pretrain"]
     if pretrain["dataset"] not in config["datasets"]:
