@@ -19,6 +19,7 @@ STAGES: list[tuple[str, str, str]] = [
     ("synth", "vtdl.data.synth", "generate the embedded motion-only data set (real video files)"),
     ("extract", "vtdl.data.extract", "decode videos to one frame file per video, a job per class"),
     ("splits", "vtdl.data.splits", "turn official split files into canonical train/test lists"),
+    ("pretrain", "vtdl.pretrain", "pretrain an encoder (moco, moco_td, vtdl or supervised)"),
 ]
 
 

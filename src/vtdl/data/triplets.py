@@ -31,15 +31,22 @@ Negative rules:
 
 from __future__ import annotations
 
-import numpy as np
+import os
+from collections.abc import Callable
+from typing import Any
 
-from vtdl.data.clips import clip_indices, clip_span
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from vtdl.data.clips import ClipDataset, clip_indices, clip_span
 from vtdl.errors import VtdlError
 
 __all__ = [
     "NEGATIVE_RULES",
     "ORIGINAL_SAMPLER_CLIP_LEN",
     "SAMPLERS",
+    "TripletDataset",
     "clip_span",
     "last_start",
     "original_negative_shift",
@@ -167,3 +174,84 @@ def sample_triplet(
         clip_indices(num_frames, anchor, clip_len, stride),
         clip_indices(num_frames, negative, clip_len, stride),
     )
+
+
+class TripletDataset(Dataset):
+    """Temporal triplets of the videos of a canonical split list, read from their frame files.
+
+    Item i is {"anchor", "positive", "negative", "label", "index"}: the anchor and positive are
+    the same frames under two independent spatial augmentations, the negative a clip of the
+    same video at another start (`sample_triplet`); views that are not asked for are left out
+    (moco needs no negative, the supervised reference only the anchor and its label).
+
+    Randomness is a pure function of (seed, epoch, index): the same item is drawn whatever the
+    number of DataLoader workers, and a run resumed at an epoch boundary draws exactly what an
+    uninterrupted one would. Call `set_epoch` before iterating each epoch.
+
+    Args:
+        list_file, frames_root: canonical list CSV and the folder its paths are relative to.
+        clip_len, stride: frames per clip and their temporal stride.
+        augment: the spatial augmentation (a `vtdl.augment.ClipAugment`), applied per view.
+        seed: the run's seed.
+        views: which of "anchor", "positive", "negative" to return.
+        sampler, negative_rule, min_gap: see `sample_triplet`.
+    """
+
+    VIEWS = ("anchor", "positive", "negative")
+
+    def __init__(
+        self,
+        list_file: str | os.PathLike,
+        frames_root: str | os.PathLike,
+        clip_len: int,
+        stride: int,
+        augment: Callable[..., torch.Tensor],
+        seed: int,
+        views: tuple[str, ...] = VIEWS,
+        sampler: str = "fixed",
+        negative_rule: str = "non_overlapping",
+        min_gap: int = 2,
+    ) -> None:
+        unknown = set(views) - set(self.VIEWS)
+        if "anchor" not in views or unknown:
+            raise ValueError(f"views must include 'anchor' and be among {self.VIEWS}: {views}")
+        _check_choice("sampler", sampler, SAMPLERS)
+        _check_choice("negative", negative_rule, NEGATIVE_RULES)
+        # ClipDataset validates the list and opens frame files with clear errors.
+        self.clips = ClipDataset(list_file, frames_root, clip_len, stride)
+        self.clip_len, self.stride = clip_len, stride
+        self.augment, self.seed, self.views = augment, seed, tuple(views)
+        self.sampler, self.negative_rule, self.min_gap = sampler, negative_rule, min_gap
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        entry = self.clips.entries[index]
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
+        with self.clips._open(entry) as frames:
+            anchor, negative = sample_triplet(
+                frames.num_frames,
+                self.clip_len,
+                self.stride,
+                rng,
+                sampler=self.sampler,
+                negative_rule=self.negative_rule,
+                min_gap=self.min_gap,
+            )
+            wanted = [anchor, negative] if "negative" in self.views else [anchor]
+            # One read for both clips: frames they share are decoded once.
+            data = torch.from_numpy(frames.read(np.concatenate(wanted)))
+        anchor_frames = data[: self.clip_len]
+        item: dict[str, Any] = {"label": entry.label, "index": index}
+        item["anchor"] = self.augment(anchor_frames, generator)
+        if "positive" in self.views:
+            item["positive"] = self.augment(anchor_frames, generator)
+        if "negative" in self.views:
+            item["negative"] = self.augment(data[self.clip_len :], generator)
+        return item

@@ -1,0 +1,359 @@
+"""`vtdl pretrain`: one pretraining job (method x backbone x data set x seed), resumable.
+
+Methods: `moco`, `moco_td`, `vtdl` (the self-supervised rows of the METHOD §8 ablation, see
+`vtdl.pretext.METHODS`) and `supervised`, the same backbone trained with every label of the
+pretraining set for the same number of steps: the upper bound that shows what the downstream
+probes can see.
+
+Outputs in `--out` (results/pretrain/<dataset>/<method>_<backbone>_s<seed>/):
+    checkpoint.pt  everything needed to resume exactly (written every `checkpoint_every` epochs
+                   and at the end; not a Snakemake output, so a failed job keeps it)
+    encoder.pt     the query encoder's backbone, handed to the downstream stages
+    summary.json   the MLflow run id and the last epoch's mean pretext metrics
+
+Determinism: every random draw is a function of the seed (the model initialisation, the
+queue, each epoch's order, each item's clips and augmentation, each step's TCA), so on the
+CPU a run resumed from a checkpoint ends with the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
+from vtdl import tracking
+from vtdl.augment import ClipAugment, temporal_consistent_augmentation
+from vtdl.checkpoint import load_resumable, save_checkpoint, save_encoder
+from vtdl.config import load_settings
+from vtdl.data.clips import read_list
+from vtdl.data.triplets import TripletDataset
+from vtdl.errors import VtdlError
+from vtdl.fsutil import atomic_write_json, sha256_file
+from vtdl.models import ClassifierHead, VideoClassifier, build_backbone
+from vtdl.pretext import TemporalMoCo, method_spec, validate_queue_size
+from vtdl.progress import progress
+from vtdl.runtime import Runtime, lr_at, seed_everything, select_runtime, set_lr
+
+SUPERVISED = "supervised"
+METHOD_CHOICES = ("moco", "moco_td", "vtdl", SUPERVISED)
+
+
+def _views(method: str) -> tuple[str, ...]:
+    if method == SUPERVISED:
+        return ("anchor",)
+    if method_spec(method).temporal_negative:
+        return ("anchor", "positive", "negative")
+    return ("anchor", "positive")
+
+
+def backbone_options(settings: dict, backbone_name: str) -> dict[str, Any]:
+    """The constructor options params.yaml gives this backbone (`pretrain.backbone_options`)."""
+    return settings.get("backbone_options", {}).get(backbone_name, {})
+
+
+def build_model(
+    method: str, backbone_name: str, settings: dict, num_classes: int, seed: int
+) -> nn.Module:
+    """The model a job trains, initialised from `seed` alone."""
+    seed_everything(seed)
+    backbone = build_backbone(backbone_name, **backbone_options(settings, backbone_name))
+    if method == SUPERVISED:
+        return VideoClassifier(backbone, ClassifierHead(backbone.feature_dim, num_classes))
+    return TemporalMoCo(
+        backbone,
+        dim=settings["dim"],
+        queue_size=settings["queue_size"],
+        momentum=settings["ema"],
+        tau=settings["tau"],
+        use_negative=method_spec(method).temporal_negative,
+        generator=torch.Generator().manual_seed(seed),
+    )
+
+
+def build_optimizer(model: nn.Module, settings: dict) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if settings["optimizer"] == "sgd":
+        return torch.optim.SGD(
+            params,
+            lr=settings["lr"],
+            momentum=settings["momentum"],
+            weight_decay=settings["weight_decay"],
+        )
+    return torch.optim.Adam(params, lr=settings["lr"], weight_decay=settings["weight_decay"])
+
+
+def _step_generator(seed: int, step: int) -> torch.Generator:
+    """TCA's randomness for one optimizer step: a function of (seed, step), nothing to save."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + step)
+
+
+class _Job:
+    """State and steps of one pretraining run."""
+
+    def __init__(self, args: argparse.Namespace, settings: dict) -> None:
+        self.args, self.settings = args, settings
+        self.method, self.backbone_name, self.seed = args.method, args.backbone, args.seed
+        self.out = Path(args.out)
+        self.runtime: Runtime = select_runtime(
+            settings["device"], settings["amp"], settings["channels_last"]
+        )
+        list_file = Path(args.lists) / f"split{settings['split']}" / "train.csv"
+        entries = read_list(list_file)
+        self.num_classes = max(e.label for e in entries) + 1
+        batch = settings["batch_size"]
+        if self.method != SUPERVISED:
+            validate_queue_size(settings["queue_size"], len(entries), batch)
+        if len(entries) < batch:
+            raise VtdlError(
+                f"pretrain.batch_size: {batch} is more than the {len(entries)} training videos "
+                f"of {list_file}"
+            )
+        augment = ClipAugment(
+            settings["crop_size"],
+            settings["resize_short"],
+            rotation=settings["rotation"],
+            faithful_jitter=settings["faithful_jitter"],
+        )
+        self.dataset = TripletDataset(
+            list_file,
+            args.frames,
+            settings["clip_len"],
+            settings["stride"],
+            augment,
+            seed=self.seed,
+            views=_views(self.method),
+            sampler=settings["sampler"],
+            negative_rule=settings["negative"],
+            min_gap=settings["min_gap"],
+        )
+        self.steps_per_epoch = len(entries) // batch  # drop_last: every step sees a full batch
+        self.model = build_model(
+            self.method, self.backbone_name, settings, self.num_classes, self.seed
+        )
+        self.model.to(self.runtime.device)
+        if self.runtime.channels_last:
+            self.model.to(memory_format=torch.channels_last_3d)
+        self.optimizer = build_optimizer(self.model, settings)
+        self.scaler = self.runtime.grad_scaler()
+        self.tca = self.method != SUPERVISED and method_spec(self.method).tca
+        self.identity = {
+            "method": self.method,
+            "backbone": self.backbone_name,
+            "seed": self.seed,
+            "dataset": args.dataset,
+            "settings": settings,
+            "train_list_sha256": sha256_file(list_file),
+        }
+        self.digest = tracking.params_digest(self.identity)
+        self.epoch = 0
+        self.run_id: str | None = None
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "params_digest": self.digest,
+            "epoch": self.epoch,
+            "step": self.epoch * self.steps_per_epoch,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "grad_scaler": self.scaler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "mlflow_run_id": self.run_id or "",
+        }
+
+    def resume(self) -> None:
+        state = load_resumable(self.out / "checkpoint.pt", self.digest)
+        if state is None:
+            return
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["grad_scaler"])
+        torch.set_rng_state(state["torch_rng"])
+        self.epoch = int(state["epoch"])
+        self.run_id = state["mlflow_run_id"] or None
+        print(f"resuming from {self.out / 'checkpoint.pt'} at epoch {self.epoch}", flush=True)
+
+    # ------------------------------------------------------------------ training
+
+    def _loader(self) -> DataLoader:
+        self.dataset.set_epoch(self.epoch)
+        order = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        workers = self.settings["num_workers"]
+        return DataLoader(
+            self.dataset,
+            batch_size=self.settings["batch_size"],
+            shuffle=True,
+            generator=order,
+            drop_last=True,
+            num_workers=workers,
+            pin_memory=self.runtime.device.type == "cuda",
+            persistent_workers=False,
+            prefetch_factor=4 if workers else None,
+        )
+
+    def _forward(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, Any]:
+        to = self.runtime.to_device
+        anchor = to(batch["anchor"])
+        with self.runtime.autocast():
+            if self.method == SUPERVISED:
+                logits = self.model(anchor)
+                labels = batch["label"].to(self.runtime.device)
+                loss = F.cross_entropy(logits.float(), labels)
+                top1 = (logits.argmax(dim=1) == labels).float().mean()
+                return {"loss": loss, "metrics": {"loss": loss.detach(), "train_top1": top1}}
+            if self.tca:
+                anchor = temporal_consistent_augmentation(
+                    anchor, self.settings["tca_alpha"], _step_generator(self.seed, step)
+                )
+            negative = to(batch["negative"]) if "negative" in batch else None
+            return self.model(anchor, to(batch["positive"]), negative)
+
+    def train_epoch(self, run: tracking.Run) -> dict[str, float]:
+        accum = self.settings["grad_accum"]
+        lr = lr_at(
+            self.epoch,
+            self.settings["lr"],
+            self.settings["lr_schedule"],
+            self.settings["epochs"],
+            self.settings["milestones"],
+            self.settings["lr_gamma"],
+            self.settings["warmup_epochs"],
+        )
+        set_lr(self.optimizer, lr)
+        self.model.train()
+        sums: dict[str, float] = defaultdict(float)
+        waited = 0.0
+        epoch_start = tick = time.perf_counter()
+        bar = progress(
+            self._loader(),
+            f"pretrain {self.method} epoch {self.epoch + 1}/{self.settings['epochs']}",
+            total=self.steps_per_epoch,
+            unit="batch",
+        )
+        for i, batch in enumerate(bar):
+            fetched = time.perf_counter()
+            wait = fetched - tick
+            waited += wait
+            step = self.epoch * self.steps_per_epoch + i
+            out = self._forward(batch, step)
+            self.scaler.scale(out["loss"] / accum).backward()
+            if (i + 1) % accum == 0 or i + 1 == self.steps_per_epoch:
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                self.optimizer.zero_grad(set_to_none=True)
+            metrics = {name: float(value) for name, value in out["metrics"].items()}
+            tick = time.perf_counter()
+            metrics["lr"] = lr
+            # Throughput of the whole step (waiting for data included); the wait on its own.
+            metrics["clips_per_s"] = len(batch["anchor"]) / max(tick - fetched + wait, 1e-9)
+            metrics["data_wait_frac"] = wait / max(tick - fetched + wait, 1e-9)
+            run.log_metrics({f"pretrain/{k}": v for k, v in metrics.items()}, step=step)
+            for name, value in metrics.items():
+                sums[name] += value
+        elapsed = time.perf_counter() - epoch_start
+        means = {name: total / self.steps_per_epoch for name, total in sums.items()}
+        means["clips_per_s"] = self.steps_per_epoch * self.settings["batch_size"] / elapsed
+        means["data_wait_frac"] = waited / elapsed
+        self.epoch += 1
+        run.log_metrics({f"pretrain/epoch/{k}": v for k, v in means.items()}, step=self.epoch)
+        return means
+
+
+def _tags(args: argparse.Namespace, settings: dict) -> dict[str, Any]:
+    return {
+        "dataset": args.dataset,
+        "backbone": args.backbone,
+        "method": args.method,
+        "seed": args.seed,
+        "split": settings["split"],
+    }
+
+
+def pretrain(args: argparse.Namespace, settings: dict) -> dict[str, Any]:
+    """Run (or resume) one pretraining job; returns the summary written to summary.json."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    job = _Job(args, settings)
+    job.resume()
+    epochs = settings["epochs"]
+    params = {"method": args.method, "backbone": args.backbone, "seed": args.seed, **settings}
+    run_name = f"pretrain {args.method} {args.backbone} s{args.seed}"
+    means: dict[str, float] = {}
+    with tracking.start_run(
+        "pretrain", params, _tags(args, settings), run_name=run_name, resume_run_id=job.run_id
+    ) as run:
+        job.run_id = run.run_id
+        print(
+            f"pretrain {args.method}/{args.backbone} seed {args.seed} on {args.dataset}: "
+            f"{len(job.dataset)} videos, {job.steps_per_epoch} steps/epoch, {epochs} epochs, "
+            f"device {job.runtime.device}; MLflow run {run.run_id}",
+            flush=True,
+        )
+        while job.epoch < epochs:
+            means = job.train_epoch(run)
+            print(
+                f"epoch {job.epoch}/{epochs}: "
+                + ", ".join(f"{k} {v:.4g}" for k, v in sorted(means.items())),
+                flush=True,
+            )
+            if job.epoch % settings["checkpoint_every"] == 0 or job.epoch == epochs:
+                save_checkpoint(job.out / "checkpoint.pt", job.state())
+                run.flush()
+        checkpoint = job.out / "checkpoint.pt"
+        if not checkpoint.is_file():  # a finished run re-started with no checkpoint to write
+            save_checkpoint(checkpoint, job.state())
+        checksum = sha256_file(checkpoint)
+        run.set_tags({"checkpoint_path": str(checkpoint), "checkpoint_sha256": checksum})
+        backbone = job.model.backbone
+        source = {
+            "stage": "pretrain",
+            **{k: str(v) for k, v in _tags(args, settings).items()},
+            "mlflow_run_id": run.run_id,
+            "params_digest": job.digest,
+        }
+        save_encoder(
+            job.out / "encoder.pt",
+            args.backbone,
+            backbone_options(settings, args.backbone),
+            backbone.state_dict(),
+            source,
+        )
+        summary = {
+            "mlflow_run_id": run.run_id,
+            "checkpoint_sha256": checksum,
+            "metrics": {f"pretrain/epoch/{k}": v for k, v in sorted(means.items())},
+        }
+        atomic_write_json(job.out / "summary.json", summary)
+    return summary
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--method", required=True, choices=METHOD_CHOICES)
+    parser.add_argument("--backbone", required=True, help="a name of vtdl.models.BACKBONES")
+    parser.add_argument("--seed", type=int, required=True)
+    parser.add_argument("--dataset", required=True, help="data set name (for tags)")
+    parser.add_argument("--lists", required=True, help="canonical split lists: data/splits/<ds>")
+    parser.add_argument("--frames", required=True, help="frames root: data/frames/<ds>")
+    parser.add_argument("--out", required=True, help="output folder of this job")
+    parser.add_argument(
+        "--settings",
+        default="params.yaml",
+        help="the `pretrain` parameters: a params file or an inline JSON object",
+    )
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+
+
+def run(args: argparse.Namespace) -> None:
+    settings = load_settings(args.settings, "pretrain")
+    summary = pretrain(args, settings)
+    print(json.dumps(summary, indent=2, sort_keys=True))

@@ -1,0 +1,182 @@
+"""`vtdl pretrain`: outputs, MLflow logging, exact resume, the supervised reference, bad input."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from vtdl import pretrain as pretrain_stage
+from vtdl import tracking
+from vtdl.checkpoint import load_checkpoint, load_encoder
+from vtdl.config import load_settings
+from vtdl.data.framestore import frame_file_path, write_frames
+from vtdl.errors import VtdlError
+
+CLASSES = 3
+VIDEOS_PER_CLASS = 4
+
+
+@pytest.fixture()
+def tiny_set(tmp_path, monkeypatch):
+    """12 tiny videos (3 classes) as frame files, their split list, and a private MLflow store."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    rng = np.random.default_rng(0)
+    frames_root = tmp_path / "frames"
+    rows = ["path,label,class,frames"]
+    for label in range(CLASSES):
+        for v in range(VIDEOS_PER_CLASS):
+            rel = f"c{label}/v{v}.avi"
+            count = int(rng.integers(10, 20))
+            video = rng.integers(0, 255, (count, 20, 24, 3), dtype=np.uint8)
+            write_frames(frame_file_path(frames_root, rel), video, codec="raw")
+            rows.append(f"{rel},{label},c{label},{count}")
+    lists = tmp_path / "splits"
+    (lists / "split1").mkdir(parents=True)
+    (lists / "split1" / "train.csv").write_text("\n".join(rows) + "\n")
+    return tmp_path, frames_root, lists
+
+
+def _settings(**changes):
+    settings = load_settings("params.yaml", "pretrain")
+    settings.update(
+        clip_len=4,
+        stride=2,
+        crop_size=16,
+        resize_short=18,
+        batch_size=4,
+        queue_size=6,
+        epochs=3,
+        checkpoint_every=1,
+        num_workers=0,
+        backbone_options={"small3d": {"channels": [4, 8, 8, 16]}},
+    )
+    settings.update(changes)
+    return settings
+
+
+def _args(root, frames, lists, out, method="vtdl"):
+    return argparse.Namespace(
+        method=method,
+        backbone="small3d",
+        seed=3,
+        dataset="tiny",
+        lists=str(lists),
+        frames=str(frames),
+        out=str(root / out),
+        threads=1,
+    )
+
+
+def _weights(path):
+    return load_encoder(path)[0].state_dict()
+
+
+def test_pretrain_writes_encoder_summary_and_logs_to_mlflow(tiny_set):
+    root, frames, lists = tiny_set
+    summary = pretrain_stage.pretrain(_args(root, frames, lists, "a"), _settings())
+    out = root / "a"
+    backbone, record = load_encoder(out / "encoder.pt")
+    assert record["source"]["method"] == "vtdl" and record["source"]["stage"] == "pretrain"
+    assert json.loads((out / "summary.json").read_text()) == summary
+    (run,) = tracking.find_runs("tags.stage = 'pretrain'")
+    assert run["run_id"] == summary["mlflow_run_id"] == record["source"]["mlflow_run_id"]
+    assert run["tags"]["method"] == "vtdl" and run["tags"]["seed"] == "3"
+    assert run["tags"]["checkpoint_sha256"] == summary["checkpoint_sha256"]
+    # 12 videos, batch 4: 3 steps per epoch, 3 epochs.
+    steps = [s for s, _ in tracking.metric_history(run["run_id"], "pretrain/loss")]
+    assert steps == list(range(9))
+    for name in ("pos_beats_neg", "instance_acc", "queue_sim", "clips_per_s", "data_wait_frac"):
+        assert f"pretrain/{name}" in run["metrics"]
+    epochs = [s for s, _ in tracking.metric_history(run["run_id"], "pretrain/epoch/loss")]
+    assert epochs == [1, 2, 3]
+    state = load_checkpoint(out / "checkpoint.pt")
+    assert state["epoch"] == 3 and state["model"]["queue_ptr"] == (9 * 4) % 6
+
+
+def test_same_seed_gives_the_same_weights(tiny_set):
+    root, frames, lists = tiny_set
+    pretrain_stage.pretrain(_args(root, frames, lists, "a"), _settings(epochs=1))
+    pretrain_stage.pretrain(_args(root, frames, lists, "b"), _settings(epochs=1))
+    a, b = _weights(root / "a" / "encoder.pt"), _weights(root / "b" / "encoder.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_interrupted_then_resumed_run_matches_an_uninterrupted_one(tiny_set, monkeypatch):
+    root, frames, lists = tiny_set
+    pretrain_stage.pretrain(_args(root, frames, lists, "whole"), _settings())
+
+    original = pretrain_stage._Job.train_epoch
+
+    def killed_in_epoch_three(self, run):
+        if self.epoch == 2:
+            raise KeyboardInterrupt
+        return original(self, run)
+
+    monkeypatch.setattr(pretrain_stage._Job, "train_epoch", killed_in_epoch_three)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain_stage.pretrain(_args(root, frames, lists, "split"), _settings())
+    assert load_checkpoint(root / "split" / "checkpoint.pt")["epoch"] == 2
+    assert not (root / "split" / "encoder.pt").exists()
+    monkeypatch.setattr(pretrain_stage._Job, "train_epoch", original)
+    pretrain_stage.pretrain(_args(root, frames, lists, "split"), _settings())
+
+    whole, resumed = (
+        _weights(root / "whole" / "encoder.pt"),
+        _weights(root / "split" / "encoder.pt"),
+    )
+    assert all(torch.equal(whole[k], resumed[k]) for k in whole)
+    full_state = load_checkpoint(root / "whole" / "checkpoint.pt")["model"]
+    resumed_state = load_checkpoint(root / "split" / "checkpoint.pt")["model"]
+    assert torch.equal(full_state["queue"], resumed_state["queue"])
+    # The resumed job continued the same MLflow run.
+    runs = tracking.find_runs("tags.stage = 'pretrain'")
+    assert len(runs) == 2
+
+
+def test_changed_parameters_start_afresh_instead_of_resuming(tiny_set):
+    root, frames, lists = tiny_set
+    pretrain_stage.pretrain(_args(root, frames, lists, "a"), _settings(epochs=1))
+    first = _weights(root / "a" / "encoder.pt")
+    pretrain_stage.pretrain(_args(root, frames, lists, "a"), _settings(epochs=1, lr=0.01))
+    second = _weights(root / "a" / "encoder.pt")
+    assert not all(torch.equal(first[k], second[k]) for k in first)
+
+
+@pytest.mark.parametrize("method", ["moco", "moco_td", "supervised"])
+def test_other_methods_train(tiny_set, method):
+    root, frames, lists = tiny_set
+    summary = pretrain_stage.pretrain(
+        _args(root, frames, lists, method, method=method), _settings(epochs=1)
+    )
+    assert load_encoder(root / method / "encoder.pt")[1]["source"]["method"] == method
+    metrics = summary["metrics"]
+    if method == "supervised":
+        assert "pretrain/epoch/train_top1" in metrics
+    else:
+        assert ("pretrain/epoch/pos_beats_neg" in metrics) == (method == "moco_td")
+
+
+def test_queue_too_large_for_the_data_set_is_refused_with_the_key(tiny_set):
+    root, frames, lists = tiny_set
+    with pytest.raises(VtdlError, match=r"pretrain\.queue_size: 8 must be below .* \(12 - 4 = 8\)"):
+        pretrain_stage.pretrain(_args(root, frames, lists, "a"), _settings(queue_size=8))
+
+
+def test_cli_names_the_bad_settings_key(tiny_set, capsys):
+    from vtdl.cli import main
+
+    root, frames, lists = tiny_set
+    settings = _settings()
+    settings["tau"] = 0
+    code = main(
+        ["pretrain", "--method", "vtdl", "--backbone", "small3d", "--seed", "0"]
+        + ["--dataset", "tiny", "--lists", str(lists), "--frames", str(frames)]
+        + ["--out", str(root / "x"), "--settings", json.dumps(settings)]
+    )
+    assert code == 2
+    assert "pretrain.tau" in capsys.readouterr().err
+    assert not (root / "x").exists()
