@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
+from snakemake.settings.types import DeploymentMethod
 
 from vtdl.config import validate_params
 from vtdl.errors import VtdlError
@@ -19,8 +20,15 @@ except VtdlError as err:
 DATASETS = config["datasets"]
 SYNTH_DATASETS = [name for name, ds in DATASETS.items() if "synth" in ds]
 
-# The vtdl next to the Python that runs Snakemake: works without an activated venv.
-VTDL = shlex.quote(str(Path(sys.executable).with_name("vtdl")))
+# The vtdl next to the Python that runs Snakemake: works without an activated venv. With
+# --software-deployment-method conda each job runs in workflow/envs/vtdl.yaml's environment,
+# whose own `vtdl` is first on PATH.
+if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method:
+    VTDL = "vtdl"
+else:
+    VTDL = shlex.quote(str(Path(sys.executable).with_name("vtdl")))
+# The software environment of every rule (Snakemake resolves it relative to the rule file).
+ENV = "../envs/vtdl.yaml"
 # Package sources are inputs of the rules that run them, so a code change re-runs the stage.
 # Relative to the working directory when the workflow runs in its own checkout (the usual case).
 _src = Path(workflow.basedir, "src", "vtdl").resolve()
@@ -32,8 +40,12 @@ wildcard_constraints:
 
 
 def code(*modules):
-    """Paths of package modules (relative to src/vtdl) that a rule's output depends on."""
-    return [str(SRC / m) for m in ("cli.py", "fsutil.py", "errors.py", *modules)]
+    """Paths of package modules (relative to src/vtdl) that a rule's output depends on.
+
+    Not cli.py: it only dispatches to the stage modules and changes whenever a stage is
+    registered, which must not re-run every data job.
+    """
+    return [str(SRC / m) for m in ("fsutil.py", "errors.py", *modules)]
 
 
 def is_synth(ds):
@@ -77,3 +89,23 @@ def files_under(path):
         for p in Path(path).rglob("*")
         if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
     )
+
+
+def extract_input(wildcards):
+    """The files of one shard, so changing one class's videos re-extracts only that class.
+
+    A generated set is the output folder of the `synth` checkpoint: its shard files are known
+    (and listed) once it has run, or at once when it is up to date. Depending on the whole
+    folder instead would re-extract every class when any one video changes.
+    """
+    if is_synth(wildcards.ds):
+        videos = checkpoints.synth.get(ds=wildcards.ds).output.videos
+        return files_under(Path(videos) / wildcards.shard)
+    return files_under(_existing_dir(wildcards.ds, "videos") / wildcards.shard)
+
+
+def split_files(wildcards):
+    """The official split files of a data set (every file, so an edit re-runs `splits`)."""
+    if is_synth(wildcards.ds):
+        return [splits_dir(wildcards.ds)]
+    return files_under(_existing_dir(wildcards.ds, "splits"))

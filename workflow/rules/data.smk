@@ -1,14 +1,16 @@
 # Data stages: embedded data set generation, frame extraction (one job per class shard),
-# canonical split lists.
+# canonical split lists. Input functions live in common.smk.
 
 
-rule synth:
+# A checkpoint: extraction jobs list the generated files of their own class only.
+checkpoint synth:
     input:
         code("data/synth.py", "data/video.py"),
     output:
         videos=directory("data/raw/{ds}/videos"),
         splits=directory("data/raw/{ds}/splits"),
     params:
+        vtdl=VTDL,
         fmt=lambda w: DATASETS[w.ds]["format"],
         args=lambda w: " ".join(
             f"--{key.replace('_', '-')} {value}" for key, value in DATASETS[w.ds]["synth"].items()
@@ -17,15 +19,11 @@ rule synth:
         "logs/synth/{ds}.log",
     benchmark:
         "benchmarks/synth/{ds}.tsv"
+    conda:
+        ENV
     shell:
-        "{VTDL} synth --format {params.fmt} --videos {output.videos} --splits {output.splits}"
+        "{params.vtdl} synth --format {params.fmt} --videos {output.videos} --splits {output.splits}"
         " {params.args} 2> {log}"
-
-
-def extract_input(wildcards):
-    if is_synth(wildcards.ds):
-        return [videos_dir(wildcards.ds)]
-    return files_under(_existing_dir(wildcards.ds, "videos") / wildcards.shard)
 
 
 rule extract:
@@ -35,6 +33,7 @@ rule extract:
     output:
         directory("data/frames/{ds}/{shard}"),
     params:
+        vtdl=VTDL,
         fmt=lambda w: DATASETS[w.ds]["format"],
         videos=lambda w: videos_dir(w.ds),
         settings=config["extract"],
@@ -42,18 +41,14 @@ rule extract:
         "logs/extract/{ds}/{shard}.log",
     benchmark:
         "benchmarks/extract/{ds}/{shard}.tsv"
+    conda:
+        ENV
     shell:
-        "{VTDL} extract --format {params.fmt} --videos {params.videos:q}"
+        "{params.vtdl} extract --format {params.fmt} --videos {params.videos:q}"
         " --out data/frames/{wildcards.ds} --shard {wildcards.shard:q}"
         " --short-side {params.settings[short_side]} --codec {params.settings[codec]}"
         " --quality {params.settings[quality]} --on-error {params.settings[on_error]}"
         " 2> {log:q}"
-
-
-def split_files(wildcards):
-    if is_synth(wildcards.ds):
-        return [splits_dir(wildcards.ds)]
-    return files_under(_existing_dir(wildcards.ds, "splits"))
 
 
 rule splits:
@@ -64,6 +59,7 @@ rule splits:
     output:
         directory("data/splits/{ds}"),
     params:
+        vtdl=VTDL,
         fmt=lambda w: DATASETS[w.ds]["format"],
         splits=lambda w: splits_dir(w.ds),
         on_missing=config["splits"]["on_missing"],
@@ -71,7 +67,9 @@ rule splits:
         "logs/splits/{ds}.log",
     benchmark:
         "benchmarks/splits/{ds}.tsv"
+    conda:
+        ENV
     shell:
-        "{VTDL} splits --format {params.fmt} --splits {params.splits:q}"
+        "{params.vtdl} splits --format {params.fmt} --splits {params.splits:q}"
         " --frames data/frames/{wildcards.ds} --out {output:q} --on-missing {params.on_missing}"
         " 2> {log}"
