@@ -87,6 +87,9 @@ def store(tmp_path_factory: pytest.TempPathFactory):
         confusion.mkdir()
         (confusion / "confusion_10clip.json").write_text(json.dumps([[3, 1], [0, 4]]))
         (confusion / "classes.json").write_text(json.dumps(["left", "right"]))
+        drawn = root / "png_artifacts"  # a run that logged the PNG itself: copied as is
+        drawn.mkdir()
+        (drawn / "confusion_10clip.png").write_bytes(b"\x89PNG fake image bytes")
 
         for method, per_seed in PRETEXT.items():
             for seed, (loss, acc, beats) in enumerate(per_seed):
@@ -113,8 +116,10 @@ def store(tmp_path_factory: pytest.TempPathFactory):
         _downstream("finetune", "vtdl", 0, 0.99)
         for (protocol, method), values in sorted(VALUES.items()):
             for seed, value in enumerate(values):
-                with_art = protocol == "finetune" and method == "vtdl" and seed == 0
-                _downstream(protocol, method, seed, value, confusion if with_art else None)
+                artifacts = None
+                if protocol == "finetune" and seed == 0:
+                    artifacts = {"vtdl": confusion, "moco": drawn}.get(method)
+                _downstream(protocol, method, seed, value, artifacts)
         # Crashed after the good run: must not replace it.
         with pytest.raises(RuntimeError):
             _downstream("finetune", "vtdl", 1, 0.01, fail=True)
@@ -192,9 +197,12 @@ def test_report_tables_plots_and_determinism(store: Path, capsys):
     assert (plots_dir / f"ablation_{BACKBONE}_{PRE}.png").stat().st_size > 0
     assert (plots_dir / f"pretrain_curves_{PRE}_split1_{BACKBONE}.png").exists()
     assert (plots_dir / f"finetune_{DS}_split1_{BACKBONE}_{PRE}_curves.png").exists()
-    # Only the vtdl seed-0 fine-tune run has a confusion matrix (JSON: redrawn).
+    # Only two seed-0 fine-tune runs have a confusion matrix: vtdl's JSON is redrawn, moco's
+    # PNG is copied byte for byte.
     confusion = sorted(p.name for p in (plots_dir / "confusion").iterdir())
-    assert confusion == [f"{DS}_split1_vtdl_{BACKBONE}_{PRE}_s0.png"]
+    assert confusion == [f"{DS}_split1_{m}_{BACKBONE}_{PRE}_s0.png" for m in ("moco", "vtdl")]
+    copied = plots_dir / "confusion" / f"{DS}_split1_moco_{BACKBONE}_{PRE}_s0.png"
+    assert copied.read_bytes() == b"\x89PNG fake image bytes"
 
     # Deterministic: deleting the tables and rebuilding gives the same bytes.
     before = {p.name: p.read_bytes() for p in tables_dir.iterdir()}
@@ -225,3 +233,16 @@ def test_report_on_empty_store_names_store_and_filter(tmp_path: Path, monkeypatc
     assert uri in str(err.value)
     assert "stage in {finetune, linear, retrieval}" in str(err.value)
     assert not (tmp_path / "results" / "tables").exists()
+    assert not (tmp_path / "empty.db").exists()  # reporting never creates a store
+
+
+def test_report_on_store_without_downstream_runs(tmp_path: Path, monkeypatch):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.delenv("VTDL_EXPERIMENT", raising=False)
+    tags = {"dataset": PRE, "split": 1, "seed": 0, "backbone": BACKBONE, "method": "vtdl"}
+    with start_run("pretrain", {}, tags):
+        pass
+    with pytest.raises(VtdlError, match="has no downstream runs matching status FINISHED") as err:
+        _report(tmp_path / "results", "--backbone", BACKBONE)
+    assert uri in str(err.value) and f"backbone={BACKBONE}" in str(err.value)

@@ -203,6 +203,14 @@ def load_store(
     """
     uri = tracking._redact(tracking.tracking_uri())  # a server URI may carry a password
     name = tracking.experiment_name(experiment)
+    database = tracking._sqlite_path(tracking.tracking_uri())
+    if database is not None and not database.exists():
+        # Opening it would create an empty store: say what is missing instead.
+        raise VtdlError(
+            f"MLflow store {uri!r}: database file {str(database)!r} does not exist, so it has no "
+            f"runs matching {describe_filter(backbone, pretrain_dataset)}; run the pipeline "
+            "first (or `dvc pull` the store), or point MLFLOW_TRACKING_URI at it"
+        )
     runs = tracking.find_runs("attributes.status = 'FINISHED'", experiment=experiment)
 
     def keep(ident: dict[str, Any]) -> bool:

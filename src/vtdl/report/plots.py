@@ -255,7 +255,8 @@ def _redraw_confusion(matrix_path: Path, classes_path: Path | None, title: str, 
 
 def confusions(runs: Iterable[DownstreamRun], clips: int, dest: Path) -> list[Path]:
     """The N-clip confusion matrix of every fine-tune run: copied PNG, else redrawn from JSON."""
-    written = []
+    written: list[Path] = []
+    lacking: list[str] = []
     for run in sorted(
         runs,
         key=lambda r: (
@@ -284,15 +285,18 @@ def confusions(runs: Iterable[DownstreamRun], clips: int, dest: Path) -> list[Pa
                     continue
                 matrix = _fetch(run, f"confusion_{clips}clip.json", Path(tmp))
                 if matrix is None:
-                    log.warning(
-                        "fine-tune run %s has no confusion_%dclip.png/.json artifact",
-                        run.run_id,
-                        clips,
-                    )
+                    lacking.append(run.run_id)
                     continue
                 classes = _fetch(run, "classes.json", Path(tmp))
                 _redraw_confusion(matrix, classes, f"{name} ({clips}-clip)", path)
                 written.append(path)
             except Exception as err:  # noqa: BLE001 - a figure is never worth failing the report
                 log.warning("confusion matrix of run %s not drawn: %s", run.run_id, err)
+    if lacking:
+        log.warning(
+            "%d fine-tune run(s) have no confusion_%dclip.png/.json artifact (first: %s)",
+            len(lacking),
+            clips,
+            lacking[0],
+        )
     return written

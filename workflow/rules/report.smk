@@ -1,0 +1,39 @@
+# Report: every table and plot rebuilt from the MLflow store alone, once every downstream job
+# has finished. The store itself (mlflow.db) is not an input: every job writes to it, so the
+# downstream result files stand for "the runs the report needs are there".
+
+
+rule report:
+    input:
+        # A function, so this file does not depend on the include order of downstream.smk.
+        results=lambda wildcards: downstream_targets(),
+        code=code(
+            "report/__init__.py",
+            "report/collect.py",
+            "report/tables.py",
+            "report/plots.py",
+            "tracking.py",
+        ),
+    output:
+        tables=expand(
+            "results/tables/{table}.{ext}",
+            table=["ablation", "all_metrics", "pretext"],
+            ext=["md", "csv", "tex"],
+        ),
+        plots=directory("results/plots"),
+    params:
+        vtdl=VTDL,
+        # The configured multi-clip test, so older runs with another N are not reported.
+        clips=(
+            f"--clips {config['downstream']['test_clips']}"
+            if "test_clips" in config.get("downstream", {})
+            else ""
+        ),
+    conda:
+        ENV
+    log:
+        "logs/report.log",
+    benchmark:
+        "benchmarks/report.tsv"
+    shell:
+        "{params.vtdl} report --out results {params.clips} > {log:q} 2>&1"
