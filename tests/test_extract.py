@@ -279,3 +279,114 @@ def test_cli_extracts_all_shards_and_reports_failures(tmp_path, good_video, caps
     err = capsys.readouterr().err
     assert "1 of 2 shards failed" in err and f"{videos / 'B' / 'bad.avi'}: empty file" in err
     assert vtdl_main([*args, "--shard", "A", "--on-error", "skip"]) == 0
+
+
+# --------------------------------------------------------------------------------------------
+# Real-world containers, codecs, rates and sizes through the `vtdl extract` command.
+
+REAL_WORLD = [  # file, encoder, fps, width, height
+    ("h264.mp4", "libx264", 30000 / 1001, 64, 48),
+    ("vp9.webm", "libvpx-vp9", 30000 / 1001, 64, 48),
+    ("vp8.webm", "libvpx", 25.0, 64, 48),
+    ("odd.avi", "mpeg4", 30000 / 1001, 321, 239),
+]
+
+
+def _extract_args(videos, out, *extra):
+    return ["extract", "--format", "ucf101", "--videos", str(videos), "--out", str(out), *extra]
+
+
+@pytest.mark.parametrize(("name", "encoder", "fps", "width", "height"), REAL_WORLD)
+def test_cli_extracts_real_world_formats(tmp_path, name, encoder, fps, width, height):
+    if encoder not in av.codecs_available:
+        pytest.skip(f"this PyAV build has no {encoder} encoder")
+    frames = _frames(14, height, width)
+    videos = _tree(tmp_path / "videos", {f"Cls/{name}": (frames, fps, encoder)})
+    out = tmp_path / "frames"
+    assert vtdl_main(_extract_args(videos, out, "--short-side", "16", "--codec", "raw")) == 0
+    manifest = json.loads((out / "Cls" / "manifest.json").read_text())
+    (entry,) = manifest["videos"]
+    assert entry["path"] == f"Cls/{name}"
+    assert (entry["frames"], entry["fps"]) == (14, round(fps, 3))
+    assert (entry["src_width"], entry["src_height"]) == (width, height)
+    assert (entry["width"], entry["height"]) == resized_size(width, height, 16)
+    stored = FrameFile(frame_file_path(out, entry["path"])).read(range(14))
+    assert stored.shape == (14, entry["height"], entry["width"], 3)
+    # Same frames in the same order and colours (RGB, not BGR): per-frame channel means agree.
+    decoded = np.stack(list(iter_frames(videos / "Cls" / name)))
+    means_stored = stored.reshape(14, -1, 3).mean(1)
+    means_decoded = decoded.reshape(14, -1, 3).mean(1)
+    assert np.abs(means_stored - means_decoded).max() < 4.0
+
+
+def test_a_short_video_missing_most_of_its_frames_is_truncated(tmp_path):
+    path = tmp_path / "full.avi"
+    write_video(path, _frames(12, 48, 64), fps=25.0)
+    # The first 80% of the file: AVI header and about half of the frames, no index.
+    videos = _tree(tmp_path / "videos", {"Cls/half.avi": _cut(path, 0.8)})
+    with pytest.raises(VtdlError, match=r"half.avi: truncated: decoded [3-8] of the 12 frames"):
+        extract_shard("ucf101", videos, "Cls", tmp_path / "frames")
+
+
+def _cut(path, fraction=0.5):
+    data = path.read_bytes()
+    return data[: int(len(data) * fraction)]
+
+
+def test_cli_names_every_bad_file_once_keeps_finished_shards_and_skip_lists_them(
+    tmp_path, good_video, capsys
+):
+    src = tmp_path / "src"
+    src.mkdir()
+    write_video(src / "long.mp4", _frames(60, 48, 64), fps=30000 / 1001, codec="libx264")
+    write_video(src / "long.webm", _frames(60, 48, 64), fps=25.0, codec="libvpx")
+    videos = _tree(
+        tmp_path / "videos",
+        {"A/good.avi": good_video, "B/good.avi": good_video, "C/good.avi": good_video},
+    )
+    out = tmp_path / "frames"
+    assert vtdl_main(_extract_args(videos, out)) == 0
+    before = {shard: (out / shard / "manifest.json").read_bytes() for shard in "ABC"}
+
+    bad = {
+        "B/cut.mp4": "",  # the mp4 index (moov) is at the end: gone
+        "B/cut.webm": "truncated: decoded",
+        "B/corrupt.avi": "not a readable video",
+        "B/empty.avi": "empty file",
+        "B/notes.txt": "not a",
+    }
+    (videos / "B" / "cut.mp4").write_bytes(_cut(src / "long.mp4"))
+    (videos / "B" / "cut.webm").write_bytes(_cut(src / "long.webm"))
+    (videos / "B" / "corrupt.avi").write_bytes(bytes(range(256)) * 8)
+    (videos / "B" / "empty.avi").write_bytes(b"")
+    (videos / "B" / "notes.txt").write_text("not a video\n" * 20)
+    (videos / "C" / "new.avi").write_bytes(good_video)
+    capsys.readouterr()
+
+    assert vtdl_main(_extract_args(videos, out)) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("vtdl extract: error:")]
+    assert len(errors) == 1  # one error ...
+    assert "1 of 3 shards failed" in errors[0]
+    assert "shard 'B': 5 of 6 files are not usable videos" in err
+    for rel, reason in bad.items():  # ... naming every bad file
+        assert f"{videos / rel}: {reason}" in err
+    assert "good.avi" not in err
+    # Shards A and C finished (C with its new video); B keeps its previous output.
+    assert (out / "A" / "manifest.json").read_bytes() == before["A"]
+    assert [v["path"] for v in json.loads((out / "C" / "manifest.json").read_text())["videos"]] == [
+        "C/good.avi",
+        "C/new.avi",
+    ]
+    assert (out / "B" / "manifest.json").read_bytes() == before["B"]
+    assert sorted(p.name for p in (out / "B").iterdir()) == ["good.avi.frames", "manifest.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["A", "B", "C"]  # no temporary folders
+
+    assert vtdl_main(_extract_args(videos, out, "--shard", "B", "--on-error", "skip")) == 0
+    log = capsys.readouterr().err
+    manifest = json.loads((out / "B" / "manifest.json").read_text())
+    assert [v["path"] for v in manifest["videos"]] == ["B/good.avi"]
+    assert [s["path"] for s in manifest["skipped"]] == sorted(bad)
+    for rel in bad:
+        assert f"skipped {videos / rel}: " in log
+    assert "B: 1 videos, 30 frames, 5 skipped" in log

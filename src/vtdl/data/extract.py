@@ -39,10 +39,12 @@ _SHARD_DEPTH = {"ucf101": 1, "hmdb51": 1, "kinetics": 2}
 # their container declares (a broken last packet, an mp4 edit list trimming the pre-roll), so
 # only a larger shortfall counts as truncated: more than 8 frames AND more than 5% of the
 # declared count (10% when the count is only estimated from a duration, which can include
-# audio or rounding). A half-written file misses far more.
+# audio or rounding). A half-written file misses far more. The 8 frames shrink to a quarter of
+# the declared count for short clips: a 12-frame video that decodes 5 frames is truncated.
 _MISSING_FRAMES_OK = 8
 _MISSING_FRACTION_OK = 0.05
 _MISSING_FRACTION_OK_ESTIMATED = 0.10
+_MISSING_FRACTION_OK_SHORT = 0.25
 
 # FFmpeg demuxers that happily "decode" files that are not videos: text shown as ANSI art
 # (a stray .txt file becomes a 3-frame video), text-art formats, and single images.
@@ -255,7 +257,8 @@ def _problem(count: int, info: _SourceInfo, error: BaseException | None) -> str 
         return "no decodable frames" + (f" ({_reason(error)})" if error else "")
     if info.declared:
         fraction = _MISSING_FRACTION_OK_ESTIMATED if info.estimated else _MISSING_FRACTION_OK
-        if info.declared - count > max(_MISSING_FRAMES_OK, fraction * info.declared):
+        few = min(_MISSING_FRAMES_OK, _MISSING_FRACTION_OK_SHORT * info.declared)
+        if info.declared - count > max(few, fraction * info.declared):
             source = "its duration implies" if info.estimated else "the container declares"
             detail = f"; decode error: {_reason(error)}" if error else ""
             return f"truncated: decoded {count} of the {info.declared} frames {source}{detail}"
