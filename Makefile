@@ -32,3 +32,15 @@ lint: $(STAMP)
 
 dry-run: $(STAMP)
 	$(SNAKEMAKE) --dry-run
+
+# The MLflow UI over the project's store (every run, parameter, metric curve and artifact), bound
+# to this machine only. `make ui PORT=5001` picks another port; Ctrl-C stops it. The artifacts
+# of runs logged by vtdl live in ./mlartifacts (next to mlflow.db); the root below only applies
+# to experiments created from the UI. MLflow's background job runner (GenAI features, five
+# extra processes) is off unless MLFLOW_SERVER_ENABLE_JOB_EXECUTION says otherwise.
+PORT ?= 5000
+ui: $(STAMP)
+	@echo "MLflow UI: http://127.0.0.1:$(PORT)  (store: $(MLFLOW_TRACKING_URI); Ctrl-C to stop)"
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=$${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false} \
+	$(BIN)/mlflow server --backend-store-uri '$(MLFLOW_TRACKING_URI)' \
+		--default-artifact-root ./mlartifacts --host 127.0.0.1 --port $(PORT) --workers 1
