@@ -16,6 +16,7 @@ import pytest
 from vtdl import report
 from vtdl.errors import VtdlError
 from vtdl.report import tables
+from vtdl.report.collect import DownstreamRun, Store
 from vtdl.tracking import start_run
 
 DS = "synth_hmdb"
@@ -218,8 +219,9 @@ def test_report_filters_and_clips(store: Path):
     md = (out / "tables" / "ablation.md").read_text(encoding="utf-8")
     assert "fine-tune top1 (1-clip)" in md
     assert _md_rows(md)["+TCA (vtdl)"][0] == _cell(_by_hand([0.45, 0.55]))
-    with pytest.raises(VtdlError, match=r"backbone=i3d"):
-        _report(out, "--no-plots", "--backbone", "i3d")
+    with pytest.raises(VtdlError, match=r"has no downstream runs matching .*backbone=i3d") as err:
+        _report(out, "--no-plots", "--backbone", "i3d")  # only small3d runs in the store
+    assert str(store / "mlflow.db") in str(err.value)
     with pytest.raises(VtdlError, match=r"pretrain_dataset=kinetics"):
         _report(out, "--no-plots", "--pretrain-dataset", "kinetics")
 
@@ -236,13 +238,49 @@ def test_report_on_empty_store_names_store_and_filter(tmp_path: Path, monkeypatc
     assert not (tmp_path / "empty.db").exists()  # reporting never creates a store
 
 
-def test_report_on_store_without_downstream_runs(tmp_path: Path, monkeypatch):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.delenv("VTDL_EXPERIMENT", raising=False)
-    tags = {"dataset": PRE, "split": 1, "seed": 0, "backbone": BACKBONE, "method": "vtdl"}
-    with start_run("pretrain", {}, tags):
-        pass
-    with pytest.raises(VtdlError, match="has no downstream runs matching status FINISHED") as err:
-        _report(tmp_path / "results", "--backbone", BACKBONE)
-    assert uri in str(err.value) and f"backbone={BACKBONE}" in str(err.value)
+def _run(method, seed, value, backbone=BACKBONE, pretrain=PRE, metric="top1_10clip"):
+    return DownstreamRun(
+        protocol="finetune",
+        method=method,
+        backbone=backbone,
+        dataset=DS,
+        split=1,
+        seed=seed,
+        pretrain_dataset=None if method == "scratch" else pretrain,
+        run_id=f"{method}-{backbone}-{pretrain}-{seed}-{metric}",
+        artifact_uri="",
+        metrics={metric: value} if metric else {},
+    )
+
+
+def test_groups_share_scratch_and_partial_cells_show_their_n():
+    """Scratch joins every pretraining set of its backbone; a cell short of seeds shows its n."""
+    store_ = Store(
+        uri="sqlite:///x.db",
+        experiment="vtdl",
+        downstream=(
+            _run("scratch", 0, 0.2),
+            _run("scratch", 1, 0.4),
+            _run("vtdl", 0, 0.5),
+            _run("vtdl", 1, 0.7, metric="top1_1clip"),  # seed 1 lacks the 10-clip metric
+            _run("vtdl", 0, 0.9, pretrain="kinetics"),
+            _run("moco", 0, 0.3, backbone="i3d"),
+        ),
+        pretrain=(),
+    )
+    assert tables.groups(store_) == [("i3d", PRE), (BACKBONE, "kinetics"), (BACKBONE, PRE)]
+    result = tables.ablation(store_, clips=10)
+    by_heading = {grid.heading: grid for grid in result.grids}
+    kinetics = by_heading[f"backbone {BACKBONE}, pretrained on kinetics"]
+    ucf = by_heading[f"backbone {BACKBONE}, pretrained on {PRE}"]
+    scratch = tables.summarize([0.2, 0.4])
+    assert kinetics.rows[0][1] == ucf.rows[0][1] == scratch  # the same scratch runs in both
+    assert by_heading[f"backbone i3d, pretrained on {PRE}"].rows[0][1] is None  # no i3d scratch
+
+    grid, _ = tables.all_metrics(store_)
+    md = tables.render_markdown("All", "", [grid], show_n=False)
+    vtdl_line = next(line for line in md.splitlines() if f"| {PRE} | vtdl |" in line)
+    # 2 runs in the row; top1 (1-clip) only from seed 1, top1 (10-clip) only from seed 0.
+    assert vtdl_line.endswith("| 2 | 70.0 (n=1) | 50.0 (n=1) |")
+    tex = tables.render_latex("All", [grid], show_n=False)
+    assert r"synth\_hmdb" in tex and "70.0 (n=1)" in tex and "—" not in tex

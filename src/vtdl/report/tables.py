@@ -58,14 +58,19 @@ class Stat:
     mean: float
     std: float | None  # None for a single value
     n: int
+    flag_n: bool = False  # show n even where the table does not (fewer seeds than the row)
 
 
-def summarize(values: Sequence[float]) -> Stat | None:
-    """Mean, sample std and count of `values` (None when empty)."""
+def summarize(values: Sequence[float], expected: int | None = None) -> Stat | None:
+    """Mean, sample std and count of `values` (None when empty).
+
+    With `expected` (the runs of the row), a cell with fewer values shows its own n.
+    """
     if not values:
         return None
     std = statistics.stdev(values) if len(values) > 1 else None
-    return Stat(mean=statistics.fmean(values), std=std, n=len(values))
+    flag = expected is not None and len(values) != expected
+    return Stat(mean=statistics.fmean(values), std=std, n=len(values), flag_n=flag)
 
 
 def method_key(method: str) -> tuple[int, str]:
@@ -133,7 +138,7 @@ def _cell_text(cell: str | Stat | None, column: Column, scale: float, show_n: bo
     text = _fmt(cell.mean * scale, decimals)
     if cell.std is not None:
         text += f" ± {_fmt(cell.std * scale, decimals)}"
-    return f"{text} (n={cell.n})" if show_n else text
+    return f"{text} (n={cell.n})" if show_n or cell.flag_n else text
 
 
 def _labels(grid: Grid, scales: list[float]) -> list[str]:
@@ -393,7 +398,9 @@ def all_metrics(store: Store) -> tuple[Grid, list[tuple]]:
     for key in sorted(keyed):
         backbone, ds, split, _, protocol, _, method, pretrain = key
         runs = sorted(keyed[key], key=lambda r: r.seed)
-        stats = [summarize([r.metrics[m] for r in runs if m in r.metrics]) for m in metrics]
+        stats = [
+            summarize([r.metrics[m] for r in runs if m in r.metrics], len(runs)) for m in metrics
+        ]
         n = len(runs)
         rows.append(
             (
@@ -449,7 +456,8 @@ def pretext(store: Store) -> tuple[Grid, list[tuple]]:
         ds, split, backbone, _, method = key
         runs = sorted(keyed[key], key=lambda r: r.seed)
         stats = [
-            summarize([r.metrics[m] for r in runs if m in r.metrics]) for m, _ in PRETEXT_COLUMNS
+            summarize([r.metrics[m] for r in runs if m in r.metrics], len(runs))
+            for m, _ in PRETEXT_COLUMNS
         ]
         rows.append((f"{ds}/split{split}", backbone, method_label(method), str(len(runs)), *stats))
         for (metric, _), stat in zip(PRETEXT_COLUMNS, stats, strict=True):
