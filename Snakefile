@@ -5,9 +5,11 @@ configfile: "params.yaml"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
+include: "workflow/rules/pretrain.smk"
 
 
 rule all:
     input:
         expand("data/splits/{ds}", ds=DATASETS),
+        pretrain_targets(),
     default_target: True

@@ -20,6 +20,7 @@ STAGES: list[tuple[str, str, str]] = [
     ("extract", "vtdl.data.extract", "decode videos to one frame file per video, a job per class"),
     ("splits", "vtdl.data.splits", "turn official split files into canonical train/test lists"),
     ("pretrain", "vtdl.pretrain", "pretrain an encoder (moco, moco_td, vtdl or supervised)"),
+    ("report", "vtdl.report", "tables and plots rebuilt from the MLflow store alone"),
 ]
 
 

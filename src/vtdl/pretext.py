@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from vtdl.errors import VtdlError
 from vtdl.losses import pretext_metrics, temporal_info_nce, triplet_margin
+from vtdl.models.heads import ProjectionHead
 
 
 @dataclass(frozen=True)
@@ -80,25 +81,6 @@ def validate_queue_size(
             f"size ({num_train_videos} - {batch_size} = {limit}); a larger queue holds earlier "
             f"keys of the batch's own videos, so a video is counted as its own negative"
         )
-
-
-class ProjectionHead(nn.Module):
-    """Global average pool -> Linear(feature_dim -> dim) -> L2 normalise.
-
-    Args:
-        feature_dim: channels of the backbone's feature map.
-        dim: embedding size (default 128, as in the original).
-    """
-
-    def __init__(self, feature_dim: int, dim: int = 128) -> None:
-        super().__init__()
-        self.fc = nn.Linear(feature_dim, dim)
-
-    def forward(self, features: Tensor) -> Tensor:
-        """(B, D, T', H', W') feature map (or already pooled (B, D)) -> (B, dim) unit vectors."""
-        pooled = features.flatten(2).mean(dim=2) if features.dim() > 2 else features
-        # Normalise in float32: under autocast the linear layer returns bf16/fp16.
-        return F.normalize(self.fc(pooled).float(), dim=1)
 
 
 class Encoder(nn.Module):

@@ -1,4 +1,5 @@
 # Shared helpers: validated config, data set paths, shard lists, the vtdl executable.
+import json
 import shlex
 import sys
 from pathlib import Path
@@ -8,6 +9,7 @@ from snakemake.settings.types import DeploymentMethod
 
 from vtdl.config import validate_params
 from vtdl.errors import VtdlError
+from vtdl.models import BACKBONES
 
 try:
     # Before any job runs: a wrong key, type or range stops here with the key named.
@@ -109,3 +111,32 @@ def split_files(wildcards):
     if is_synth(wildcards.ds):
         return [splits_dir(wildcards.ds)]
     return files_under(_existing_dir(wildcards.ds, "splits"))
+
+
+# ---- pretraining grid (used by pretrain.smk, downstream.smk and the Snakefile)
+PRETRAIN = config["pretrain"]
+PRETRAIN_DS = PRETRAIN["dataset"]
+# Rows of the ablation that have an encoder to train; `scratch` has none.
+PRETRAIN_METHODS = [*PRETRAIN["methods"], "supervised"]
+# Regexes, so `{method}_{backbone}_s{seed}` splits unambiguously although names contain `_`.
+METHOD_RE = "|".join(["scratch", "moco", "moco_td", "vtdl", "supervised"])
+
+
+wildcard_constraints:
+    method=METHOD_RE,
+    backbone="|".join(BACKBONES),
+    seed=r"\d+",
+
+
+def encoder_path(method, backbone, seed):
+    return f"results/pretrain/{PRETRAIN_DS}/{method}_{backbone}_s{seed}/encoder.pt"
+
+
+def pretrain_targets():
+    return expand(
+        "results/pretrain/{ds}/{method}_{backbone}_s{seed}/summary.json",
+        ds=PRETRAIN_DS,
+        method=PRETRAIN_METHODS,
+        backbone=PRETRAIN["backbones"],
+        seed=PRETRAIN["seeds"],
+    )

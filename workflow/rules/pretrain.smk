@@ -1,0 +1,48 @@
+# Pretraining: one job per method x backbone x seed on the training list of
+# pretrain.dataset / split pretrain.split (labels are used only by the `supervised` reference).
+
+
+rule pretrain:
+    input:
+        lists="data/splits/{ds}",
+        frames=lambda w: expand("data/frames/{ds}/{shard}", ds=w.ds, shard=shards(w.ds)),
+        code=code(
+            "pretrain.py",
+            "pretext.py",
+            "losses.py",
+            "augment.py",
+            "runtime.py",
+            "checkpoint.py",
+            "tracking.py",
+            "config.py",
+            "data/triplets.py",
+            "data/clips.py",
+            "data/framestore.py",
+            *(f"models/{p.name}" for p in sorted((SRC / "models").glob("*.py"))),
+        ),
+    output:
+        encoder="results/pretrain/{ds}/{method}_{backbone}_s{seed}/encoder.pt",
+        summary="results/pretrain/{ds}/{method}_{backbone}_s{seed}/summary.json",
+    params:
+        vtdl=VTDL,
+        settings=json.dumps(PRETRAIN),
+        out=subpath(output.encoder, parent=True),
+    wildcard_constraints:
+        method="moco|moco_td|vtdl|supervised",
+    # One CPU thread per job lets two jobs share a 2-core machine; on a GPU machine raise it
+    # with `--set-threads pretrain=8` (or in a profile). Snakemake counts `gpu` only when the
+    # run declares it (`--resources gpu=1`).
+    threads: 1
+    resources:
+        gpu=1,
+    conda:
+        ENV
+    log:
+        "logs/pretrain/{ds}/{method}_{backbone}_s{seed}.log",
+    benchmark:
+        "benchmarks/pretrain/{ds}/{method}_{backbone}_s{seed}.tsv"
+    shell:
+        "{params.vtdl} pretrain --method {wildcards.method} --backbone {wildcards.backbone}"
+        " --seed {wildcards.seed} --dataset {wildcards.ds} --lists {input.lists:q}"
+        " --frames data/frames/{wildcards.ds} --out {params.out:q}"
+        " --settings {params.settings:q} --threads {threads} > {log:q} 2>&1"
