@@ -1,0 +1,250 @@
+"""`vtdl finetune`: train encoder + classifier on a labelled subset, test with 1 and N clips.
+
+Protocol (METHOD.md §7, without the original's defects):
+- the model is the encoder (or a scratch backbone) plus `build_classifier_head` (I3D's head
+  for i3d, global pool + dropout + linear otherwise), trained on `labels_per_class` videos
+  per class of the split's training list, one random augmented clip per video and epoch;
+- the model after the LAST epoch is tested: nothing is selected on the test split;
+- test: video-level top1/top5/mean-class accuracy with the centre clip and with
+  `test_clips` uniformly spaced centre-cropped clips (softmax averaged).
+
+Optimiser (`downstream.finetune`): Adam (default) or SGD, with the encoder's learning rate
+scaled by `backbone_lr_scale`, and a `runtime.lr_at` schedule. `preset: original` replaces all
+of that by the original's recipe: SGD momentum 0.9, no weight decay, lr 1e-3 (hmdb51) or
+5e-4 (ucf101), x0.3 at epochs 10/20/25/30/35/40, 45 epochs, one learning rate for all layers.
+
+Resume: a checkpoint next to the output (`<out stem>.ckpt`) is written every
+`checkpoint_every` epochs with model, optimiser, grad scaler, epoch, RNG state and the MLflow
+run id; a job re-started with the same parameters (same digest) continues from it and ends
+with the same weights as an uninterrupted run, because each epoch's randomness (order, clips,
+augmentation, dropout) is seeded from (seed, epoch) alone. The checkpoint is removed once the
+result is written: it exists to survive a kill, not to cache a finished job.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from vtdl import tracking
+from vtdl.checkpoint import load_resumable, rng_state, save_checkpoint, set_rng_state
+from vtdl.downstream import common
+from vtdl.errors import VtdlError
+from vtdl.models import VideoClassifier, build_classifier_head
+from vtdl.progress import progress
+from vtdl.runtime import lr_at, seed_everything, set_lr
+
+PROTOCOL = "finetune"
+
+# The original's fine-tuning recipe (METHOD.md §7), by data set format.
+ORIGINAL_LR = {"hmdb51": 1e-3, "ucf101": 5e-4}
+ORIGINAL_RECIPE = {
+    "optimizer": "sgd",
+    "momentum": 0.9,
+    "weight_decay": 0.0,
+    "backbone_lr_scale": 1.0,
+    "lr_schedule": "multistep",
+    "milestones": [10, 20, 25, 30, 35, 40],
+    "lr_gamma": 0.3,
+    "warmup_epochs": 0,
+    "epochs": 45,
+}
+
+
+def resolve_recipe(finetune: dict[str, Any], data_format: str | None) -> dict[str, Any]:
+    """The `downstream.finetune` settings with a preset applied (`preset: none` changes nothing)."""
+    preset = finetune["preset"]
+    if preset == "none":
+        return dict(finetune)
+    if preset == "original":
+        if data_format not in ORIGINAL_LR:
+            raise VtdlError(
+                f"downstream.finetune.preset: 'original' sets the learning rate by data set "
+                f"format ({', '.join(ORIGINAL_LR)}); give --format (got {data_format!r})"
+            )
+        return {**finetune, **ORIGINAL_RECIPE, "lr": ORIGINAL_LR[data_format]}
+    raise VtdlError(f"downstream.finetune.preset: unknown preset {preset!r} (none, original)")
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of one epoch's randomness: a function of (seed, epoch), nothing to save."""
+    return int(np.random.SeedSequence([seed, epoch, 0x46494E45]).generate_state(1)[0])
+
+
+class _Trainer:
+    """Model, optimiser and the state a checkpoint needs."""
+
+    def __init__(self, job: common.Job, recipe: dict[str, Any]) -> None:
+        self.job, self.recipe = job, recipe
+        seed_everything(job.seed)  # the head's initialisation
+        head = build_classifier_head(
+            job.backbone_name, job.backbone.feature_dim, job.num_classes, recipe["dropout"]
+        )
+        self.model = VideoClassifier(job.backbone, head).to(job.runtime.device)
+        if job.runtime.channels_last:
+            self.model.to(memory_format=torch.channels_last_3d)
+        groups = [
+            {"params": list(job.backbone.parameters()), "lr_scale": recipe["backbone_lr_scale"]},
+            {"params": list(head.parameters()), "lr_scale": 1.0},
+        ]
+        if recipe["optimizer"] == "sgd":
+            self.optimizer: torch.optim.Optimizer = torch.optim.SGD(
+                groups,
+                lr=recipe["lr"],
+                momentum=recipe["momentum"],
+                weight_decay=recipe["weight_decay"],
+            )
+        else:
+            self.optimizer = torch.optim.Adam(
+                groups, lr=recipe["lr"], weight_decay=recipe["weight_decay"]
+            )
+        self.scaler = job.runtime.grad_scaler()
+        self.indices = job.labelled_indices()
+        self.dataset = job.train_dataset(self.indices)
+        self.epoch = 0
+        self.run_id: str | None = None
+
+    def state(self, digest: str) -> dict[str, Any]:
+        return {
+            "params_digest": digest,
+            "epoch": self.epoch,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "grad_scaler": self.scaler.state_dict(),
+            "rng": rng_state(),
+            "mlflow_run_id": self.run_id or "",
+        }
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["grad_scaler"])
+        set_rng_state(state["rng"])
+        self.epoch = int(state["epoch"])
+        self.run_id = state["mlflow_run_id"] or None
+
+
+def train_one_epoch(trainer: _Trainer) -> dict[str, float]:
+    """One pass over the labelled subset; returns mean train loss and top-1 of the epoch."""
+    job, recipe = trainer.job, trainer.recipe
+    epoch = trainer.epoch
+    lr = lr_at(
+        epoch,
+        recipe["lr"],
+        recipe["lr_schedule"],
+        recipe["epochs"],
+        recipe["milestones"],
+        recipe["lr_gamma"],
+        recipe["warmup_epochs"],
+    )
+    set_lr(trainer.optimizer, lr)
+    seed = epoch_seed(job.seed, epoch)
+    torch.manual_seed(seed)  # clips, augmentation (num_workers=0) and dropout of this epoch
+    workers = job.settings["num_workers"]
+    loader = DataLoader(
+        trainer.dataset,
+        batch_size=job.settings["batch_size"],
+        shuffle=True,
+        generator=torch.Generator().manual_seed(seed),  # order, and the workers' seeds
+        num_workers=workers,
+        pin_memory=job.runtime.device.type == "cuda",
+    )
+    trainer.model.train()
+    loss_sum = correct = seen = 0.0
+    desc = f"finetune {job.method} epoch {epoch + 1}/{recipe['epochs']}"
+    for batch in progress(loader, desc, total=len(loader), unit="batch"):
+        clips = job.runtime.to_device(batch["video"])
+        labels = batch["label"].to(job.runtime.device)
+        with job.runtime.autocast():
+            logits = trainer.model(clips)
+        loss = F.cross_entropy(logits.float(), labels)
+        trainer.optimizer.zero_grad(set_to_none=True)
+        trainer.scaler.scale(loss).backward()
+        trainer.scaler.step(trainer.optimizer)
+        trainer.scaler.update()
+        n = len(labels)
+        loss_sum += float(loss.detach()) * n
+        correct += float((logits.argmax(dim=1) == labels).sum())
+        seen += n
+    trainer.epoch += 1
+    return {"train_loss": loss_sum / seen, "train_top1": correct / seen, "lr": lr}
+
+
+def checkpoint_path(out: Path) -> Path:
+    return out.with_name(out.stem + ".ckpt")
+
+
+def finetune(args: argparse.Namespace) -> dict[str, Any]:
+    """Run (or resume) one fine-tuning job; returns the result written to `--out`."""
+    job = common.prepare_job(args, PROTOCOL)
+    recipe = resolve_recipe(job.settings[PROTOCOL], args.format)
+    job.settings = {**job.settings, PROTOCOL: recipe}
+    trainer = _Trainer(job, recipe)
+    job.extra_params = {"num_train_videos": len(trainer.indices)}
+    params = job.params()
+    digest = tracking.params_digest(params)
+    ckpt = checkpoint_path(job.out)
+    state = load_resumable(ckpt, digest)
+    if state is not None:
+        trainer.load(state)
+        print(f"resuming from {ckpt} at epoch {trainer.epoch}", flush=True)
+    epochs = recipe["epochs"]
+    with tracking.start_run(
+        PROTOCOL, params, job.tags(), run_name=job.run_name(), resume_run_id=trainer.run_id
+    ) as run:
+        trainer.run_id = run.run_id
+        print(
+            f"{job.run_name()}: {len(trainer.indices)} labelled videos of "
+            f"{len(job.train_entries)}, {job.num_classes} classes, {epochs} epochs, device "
+            f"{job.runtime.device}; MLflow run {run.run_id}",
+            flush=True,
+        )
+        while trainer.epoch < epochs:
+            means = train_one_epoch(trainer)
+            run.log_metrics({f"{job.prefix}/{k}": v for k, v in means.items()}, step=trainer.epoch)
+            print(
+                f"epoch {trainer.epoch}/{epochs}: loss {means['train_loss']:.4f} "
+                f"top1 {means['train_top1']:.3f} lr {means['lr']:.3g}",
+                flush=True,
+            )
+            if trainer.epoch % recipe["checkpoint_every"] == 0 or trainer.epoch == epochs:
+                save_checkpoint(ckpt, trainer.state(digest))
+                run.flush()
+        trainer.model.eval()
+        metrics, confusion = common.classification_report(trainer.model, job)
+        common.log_confusion(run, job, confusion)
+        if args.save_model:
+            save_checkpoint(
+                args.save_model,
+                {
+                    "backbone": job.backbone_name,
+                    "classes": job.classes,
+                    "model": {k: v.cpu() for k, v in trainer.model.state_dict().items()},
+                    "mlflow_run_id": run.run_id,
+                },
+            )
+        result = common.finish(run, job, metrics, step=epochs)
+    ckpt.unlink(missing_ok=True)
+    return result
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    common.add_arguments(parser)
+    parser.add_argument(
+        "--format",
+        choices=("ucf101", "hmdb51", "kinetics"),
+        help="the data set's format (picks the learning rate of `preset: original`)",
+    )
+    parser.add_argument("--save-model", help="also write the fine-tuned model to this file")
+
+
+def run(args: argparse.Namespace) -> None:
+    result = finetune(args)
+    print(json.dumps(result, indent=2, sort_keys=True))

@@ -1,0 +1,294 @@
+"""Downstream stages on tiny videos: labelled subset, grid, finetune / linear / retrieval jobs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from vtdl import tracking
+from vtdl.checkpoint import load_checkpoint, save_encoder
+from vtdl.config import load_settings, load_yaml
+from vtdl.data.clips import VideoEntry
+from vtdl.data.framestore import frame_file_path, write_frames
+from vtdl.downstream import common, finetune, grid, linear, retrieval
+from vtdl.errors import VtdlError
+from vtdl.models import build_backbone
+
+ROOT = Path(__file__).resolve().parents[1]
+CLASSES = ["Left", "Right", "Up"]
+TRAIN_PER_CLASS, TEST_PER_CLASS = 4, 2
+TINY = {"channels": [4, 8, 8, 16]}  # a small3d that trains in milliseconds
+CLIPS = 3
+
+
+def _entries(counts: list[int]) -> list[VideoEntry]:
+    return [
+        VideoEntry(f"c{label}/v{i}.avi", label, f"c{label}", 10)
+        for label, count in enumerate(counts)
+        for i in range(count)
+    ]
+
+
+def test_labelled_subset_is_per_class_deterministic_and_independent_of_other_classes():
+    entries = _entries([6, 2, 5])
+    picked = common.labelled_subset(entries, 3, seed=0)
+    labels = [entries[i].label for i in picked]
+    assert labels.count(0) == 3 and labels.count(1) == 2 and labels.count(2) == 3  # 1: all it has
+    assert picked == sorted(picked)
+    assert common.labelled_subset(entries, 3, seed=0) == picked
+    draws = {tuple(common.labelled_subset(entries, 3, seed=s)) for s in range(6)}
+    assert len(draws) > 1  # the seed matters
+    # Dropping class 2 from the list leaves class 0's draw unchanged.
+    fewer = _entries([6, 2])
+    paths = {entries[i].path for i in picked if entries[i].label == 0}
+    assert {fewer[i].path for i in common.labelled_subset(fewer, 3, 0) if i < 6} == paths
+    assert common.labelled_subset(entries, 0, seed=0) == list(range(len(entries)))
+
+
+# ----------------------------------------------------------------------------------------------
+# Grid (what downstream.smk runs)
+# ----------------------------------------------------------------------------------------------
+
+
+def test_grid_targets_settings_and_options():
+    config = load_yaml(ROOT / "params.yaml")
+    grid.check(config)
+    targets = grid.targets(config)
+    d, p = config["downstream"], config["pretrain"]
+    n_methods = len(p["methods"]) + 2
+    count = len(d["datasets"]) * len(d["splits"]) * n_methods * len(p["backbones"])
+    assert len(targets) == 3 * count * len(p["seeds"])
+    assert len(set(targets)) == len(targets)
+    assert f"results/finetune/{d['datasets'][0]}/split1/scratch_small3d_s0.json" in targets
+    settings = json.loads(grid.settings_json(config, "finetune"))
+    assert "finetune" in settings and "linear" not in settings and "datasets" not in settings
+    assert load_settings(grid.settings_json(config, "retrieval"), "downstream") == {
+        k: v for k, v in d.items() if k not in ("datasets", "splits", "finetune", "linear")
+    }
+    w = SimpleNamespace(method="scratch", backbone="small3d", seed="1", ds="synth_hmdb", split="1")
+    assert "--encoder none" in grid.command_options(config, w)
+    w.method = "moco_td"
+    encoder = f"results/pretrain/{p['dataset']}/moco_td_small3d_s1/encoder.pt"
+    assert f"--encoder {encoder}" in grid.command_options(config, w)
+    bad = {**config, "downstream": {**d, "datasets": ["nope"]}}
+    with pytest.raises(VtdlError, match="downstream.datasets: 'nope'"):
+        grid.check(bad)
+
+
+def test_original_preset_sets_the_learning_rate_by_format():
+    section = load_settings(str(ROOT / "params.yaml"), "downstream")["finetune"]
+    original = {**section, "preset": "original"}
+    assert finetune.resolve_recipe(original, "hmdb51")["lr"] == 1e-3
+    recipe = finetune.resolve_recipe(original, "ucf101")
+    assert recipe["lr"] == 5e-4 and recipe["optimizer"] == "sgd" and recipe["epochs"] == 45
+    assert recipe["milestones"] == [10, 20, 25, 30, 35, 40] and recipe["lr_gamma"] == 0.3
+    with pytest.raises(VtdlError, match="preset"):
+        finetune.resolve_recipe(original, None)
+    assert finetune.resolve_recipe(section, None) == section
+
+
+# ----------------------------------------------------------------------------------------------
+# Jobs on a tiny data set
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def tiny(tmp_path, monkeypatch):
+    """3 classes x (4 train + 2 test) tiny videos, split lists, an encoder, a private store."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.delenv("VTDL_EXPERIMENT", raising=False)
+    rng = np.random.default_rng(0)
+    frames = tmp_path / "frames"
+    lists = tmp_path / "splits"
+    (lists / "split1").mkdir(parents=True)
+    rows = {"train": ["path,label,class,frames"], "test": ["path,label,class,frames"]}
+    for label, name in enumerate(CLASSES):
+        for i in range(TRAIN_PER_CLASS + TEST_PER_CLASS):
+            rel = f"{name}/v{i}.avi"
+            count = int(rng.integers(8, 14))
+            video = rng.integers(0, 255, (count, 18, 22, 3), dtype=np.uint8)
+            write_frames(frame_file_path(frames, rel), video, codec="raw")
+            which = "train" if i < TRAIN_PER_CLASS else "test"
+            rows[which].append(f"{rel},{label},{name},{count}")
+    for which, lines in rows.items():
+        (lists / "split1" / f"{which}.csv").write_text("\n".join(lines) + "\n")
+    classes = ["label,class", *(f"{i},{n}" for i, n in enumerate(CLASSES))]
+    (lists / "classes.csv").write_text("\n".join(classes) + "\n")
+    torch.manual_seed(0)
+    encoder = tmp_path / "encoder.pt"
+    source = {"stage": "pretrain", "method": "vtdl", "dataset": "pool", "seed": "3"}
+    source |= {"mlflow_run_id": "pretrain-run-1", "params_digest": "abc"}
+    save_encoder(encoder, "small3d", TINY, build_backbone("small3d", **TINY).state_dict(), source)
+    return SimpleNamespace(root=tmp_path, frames=frames, lists=lists, encoder=encoder)
+
+
+def _settings(**changes) -> dict:
+    settings = load_settings(str(ROOT / "params.yaml"), "downstream")
+    settings.update(
+        labels_per_class=3,
+        clip_len=4,
+        stride=2,
+        crop_size=16,
+        resize_short=18,
+        test_clips=CLIPS,
+        batch_size=4,
+        eval_batch_size=4,
+        num_workers=0,
+        device="cpu",
+    )
+    settings["finetune"] = {**settings["finetune"], "epochs": 4, "checkpoint_every": 2}
+    settings.update(changes)
+    return settings
+
+
+def _args(module, tiny, out: str, *extra: str, settings: dict | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    module.add_arguments(parser)
+    argv = [
+        "--dataset", "tinyset", "--split", "1", "--lists", str(tiny.lists),
+        "--frames", str(tiny.frames), "--out", str(tiny.root / out),
+        "--settings", json.dumps(settings or _settings()), *extra,
+    ]  # fmt: skip
+    return parser.parse_args(argv)
+
+
+def _scratch(*extra: str) -> tuple[str, ...]:
+    return ("--encoder", "none", "--backbone", "small3d", "--backbone-options",
+            json.dumps(TINY), "--seed", "5", *extra)  # fmt: skip
+
+
+def _check_accuracies(metrics: dict, protocol: str) -> None:
+    names = {
+        f"tinyset/split1/{protocol}/{m}_{c}clip"
+        for m in ("top1", "top5", "meanclass")
+        for c in (1, CLIPS)
+    }
+    assert set(metrics) == names
+    assert all(0.0 <= v <= 1.0 for v in metrics.values())
+    # 3 classes: every true label is within the top 5
+    assert metrics[f"tinyset/split1/{protocol}/top5_1clip"] == 1.0
+
+
+def _run_of(result: dict) -> dict:
+    (run,) = [r for r in tracking.find_runs() if r["run_id"] == result["mlflow_run_id"]]
+    return run
+
+
+def test_finetune_from_an_encoder_writes_result_tags_curves_and_artifacts(tiny):
+    result = finetune.finetune(_args(finetune, tiny, "ft.json", "--encoder", str(tiny.encoder)))
+    assert json.loads((tiny.root / "ft.json").read_text()) == result
+    _check_accuracies(result["metrics"], "finetune")
+    run = _run_of(result)
+    assert run["status"] == "FINISHED"
+    tags = run["tags"]
+    assert tags["stage"] == "finetune" and tags["dataset"] == "tinyset" and tags["split"] == "1"
+    assert tags["method"] == "vtdl" and tags["seed"] == "3"  # from the encoder's record
+    assert tags["pretrain_dataset"] == "pool" and tags["pretrain_run_id"] == "pretrain-run-1"
+    assert run["params"]["finetune.epochs"] == "4" and run["params"]["num_train_videos"] == "9"
+    curve = tracking.metric_history(result["mlflow_run_id"], "tinyset/split1/finetune/train_loss")
+    assert [step for step, _ in curve] == [1, 2, 3, 4]
+    from mlflow import MlflowClient
+
+    artifacts = {a.path for a in MlflowClient().list_artifacts(result["mlflow_run_id"])}
+    assert artifacts == {
+        f"confusion_{CLIPS}clip.png",
+        f"confusion_{CLIPS}clip.json",
+        "classes.json",
+    }
+    assert not (tiny.root / "ft.ckpt").exists()  # the resume checkpoint goes once done
+
+
+def test_interrupted_finetune_resumes_to_the_same_weights(tiny, monkeypatch):
+    uninterrupted = finetune.finetune(
+        _args(finetune, tiny, "a.json", *_scratch("--save-model", str(tiny.root / "a.pt")))
+    )
+    real_epoch = finetune.train_one_epoch
+
+    def killed_in_epoch_3(trainer):
+        if trainer.epoch == 2:  # after the checkpoint of epoch 2
+            raise KeyboardInterrupt
+        return real_epoch(trainer)
+
+    monkeypatch.setattr(finetune, "train_one_epoch", killed_in_epoch_3)
+    args = _args(finetune, tiny, "b.json", *_scratch("--save-model", str(tiny.root / "b.pt")))
+    with pytest.raises(KeyboardInterrupt):
+        finetune.finetune(args)
+    assert (tiny.root / "b.ckpt").is_file() and not (tiny.root / "b.json").exists()
+    killed = [r for r in tracking.find_runs() if r["status"] == "KILLED"]
+    assert len(killed) == 1
+
+    monkeypatch.setattr(finetune, "train_one_epoch", real_epoch)
+    resumed = finetune.finetune(args)
+    assert resumed["mlflow_run_id"] == killed[0]["run_id"]  # the same MLflow run continues
+    assert _run_of(resumed)["tags"]["resume_count"] == "1"
+    assert resumed["metrics"] == uninterrupted["metrics"]
+    a, b = (
+        load_checkpoint(tiny.root / "a.pt")["model"],
+        load_checkpoint(tiny.root / "b.pt")["model"],
+    )
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_changed_settings_start_afresh_instead_of_resuming(tiny, monkeypatch):
+    real_epoch = finetune.train_one_epoch
+
+    def killed(trainer):
+        if trainer.epoch == 2:
+            raise KeyboardInterrupt
+        return real_epoch(trainer)
+
+    monkeypatch.setattr(finetune, "train_one_epoch", killed)
+    with pytest.raises(KeyboardInterrupt):
+        finetune.finetune(_args(finetune, tiny, "c.json", *_scratch()))
+    monkeypatch.setattr(finetune, "train_one_epoch", real_epoch)
+    settings = _settings()
+    settings["finetune"]["lr"] = 0.002
+    result = finetune.finetune(_args(finetune, tiny, "c.json", *_scratch(), settings=settings))
+    assert _run_of(result)["tags"].get("resume_count") is None  # a new run, from epoch 0
+
+
+def test_linear_probe_and_retrieval(tiny):
+    result = linear.linear_probe(_args(linear, tiny, "lin.json", *_scratch()))
+    _check_accuracies(result["metrics"], "linear")
+    run = _run_of(result)
+    assert run["tags"]["stage"] == "linear" and run["tags"]["method"] == "scratch"
+    assert "pretrain_run_id" not in run["tags"]
+    assert "linear.train_clips" in run["params"] and "finetune.lr" not in run["params"]
+    again = linear.linear_probe(_args(linear, tiny, "lin2.json", *_scratch()))
+    assert again["metrics"] == result["metrics"]  # deterministic
+
+    result = retrieval.retrieval(_args(retrieval, tiny, "ret.json", "--encoder", str(tiny.encoder)))
+    recall = [
+        result["metrics"][f"tinyset/split1/retrieval/recall_at_{k}"] for k in (1, 5, 10, 20, 50)
+    ]
+    assert recall == sorted(recall) and all(0.0 <= r <= 1.0 for r in recall)
+    assert recall[-1] == 1.0  # k capped at the 12 gallery videos: every class is found
+    assert _run_of(result)["tags"]["stage"] == "retrieval"
+
+
+def test_bad_encoder_path_and_bad_settings_key_give_one_clear_error(tiny):
+    with pytest.raises(VtdlError, match=r"--encoder .*missing\.pt: encoder file not found"):
+        finetune.finetune(
+            _args(finetune, tiny, "x.json", "--encoder", str(tiny.root / "missing.pt"))
+        )
+    settings = _settings()
+    settings["finetune"]["lrr"] = 0.1
+    with pytest.raises(VtdlError, match=r"downstream\.finetune.*'lrr'"):
+        finetune.finetune(_args(finetune, tiny, "x.json", *_scratch(), settings=settings))
+    with pytest.raises(VtdlError, match=r"downstream\.test_clips"):
+        linear.linear_probe(
+            _args(linear, tiny, "x.json", *_scratch(), settings=_settings(test_clips=0))
+        )
+    with pytest.raises(VtdlError, match="needs --backbone"):
+        retrieval.retrieval(_args(retrieval, tiny, "x.json", "--encoder", "none", "--seed", "0"))
+    with pytest.raises(VtdlError, match="--seed 4 does not match"):
+        retrieval.retrieval(
+            _args(retrieval, tiny, "x.json", "--encoder", str(tiny.encoder), "--seed", "4")
+        )
+    assert not list(tiny.root.glob("x.*"))
