@@ -24,22 +24,27 @@ STAGES: list[tuple[str, str, str]] = [
 ]
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(stage: str | None = None) -> argparse.ArgumentParser:
+    """The `vtdl` parser; only `stage`'s module is imported (torch alone takes seconds, and
+    Snakemake starts `vtdl` once per job), the other stages are listed by name."""
     parser = argparse.ArgumentParser(
         prog="vtdl",
         description="Self-supervised video representation learning with VTDL, stage by stage.",
     )
     sub = parser.add_subparsers(dest="stage", metavar="STAGE", required=True)
     for name, module_name, help_text in STAGES:
-        module = importlib.import_module(module_name)
         stage_parser = sub.add_parser(name, help=help_text, description=help_text)
-        module.add_arguments(stage_parser)
-        stage_parser.set_defaults(_run=module.run)
+        if name == stage:
+            module = importlib.import_module(module_name)
+            module.add_arguments(stage_parser)
+            stage_parser.set_defaults(_run=module.run)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    names = {name for name, _, _ in STAGES}
+    parser = build_parser(next((arg for arg in argv if arg in names), None))
     args = parser.parse_args(argv)
     try:
         args._run(args)
