@@ -6,10 +6,12 @@ configfile: "params.yaml"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/pretrain.smk"
+include: "workflow/rules/downstream.smk"
+include: "workflow/rules/report.smk"
 
 
+# The default target: the results tables and plots (and, through them, every job above).
 rule all:
     input:
-        expand("data/splits/{ds}", ds=DATASETS),
-        pretrain_targets(),
+        rules.report.output,
     default_target: True

@@ -20,6 +20,9 @@ STAGES: list[tuple[str, str, str]] = [
     ("extract", "vtdl.data.extract", "decode videos to one frame file per video, a job per class"),
     ("splits", "vtdl.data.splits", "turn official split files into canonical train/test lists"),
     ("pretrain", "vtdl.pretrain", "pretrain an encoder (moco, moco_td, vtdl or supervised)"),
+    ("finetune", "vtdl.downstream.finetune", "fine-tune an encoder (or scratch) and test it"),
+    ("linear", "vtdl.downstream.linear", "linear probe on frozen features, tested as fine-tuning"),
+    ("retrieval", "vtdl.downstream.retrieval", "nearest-neighbour video retrieval, R@k"),
     ("report", "vtdl.report", "tables and plots rebuilt from the MLflow store alone"),
 ]
 
