@@ -31,7 +31,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from vtdl import tracking
-from vtdl.augment import ClipAugment, temporal_consistent_augmentation
+from vtdl.augment import JITTER_OPS, ClipAugment, temporal_consistent_augmentation
 from vtdl.checkpoint import load_resumable, save_checkpoint, save_encoder
 from vtdl.config import load_settings
 from vtdl.data.clips import read_list
@@ -121,6 +121,7 @@ class _Job:
             settings["crop_size"],
             settings["resize_short"],
             rotation=settings["rotation"],
+            **dict(zip(JITTER_OPS, settings["color_jitter"], strict=True)),
             faithful_jitter=settings["faithful_jitter"],
         )
         self.dataset = TripletDataset(
