@@ -9,7 +9,7 @@ CORES ?= $(shell nproc 2>/dev/null || echo 2)
 SNAKEMAKE := $(BIN)/snakemake --workflow-profile workflow/profiles/default --cores $(CORES)
 export MLFLOW_TRACKING_URI ?= sqlite:///mlflow.db
 
-.PHONY: setup reproduce test lint dry-run ui clean-results
+.PHONY: setup reproduce test lint dry-run ui clean-results dvc-repro push pull
 
 setup: $(STAMP)
 
@@ -44,3 +44,22 @@ ui: $(STAMP)
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=$${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false} \
 	$(BIN)/mlflow server --backend-store-uri '$(MLFLOW_TRACKING_URI)' \
 		--default-artifact-root ./mlartifacts --host 127.0.0.1 --port $(PORT) --workers 1
+
+# DVC: versioned data, checkpoints, results and MLflow store (dvc.yaml; remote in .dvc/config,
+# by default ../vtdl-dvc-remote). Stage commands run the venv's snakemake and python.
+DVC := PATH="$(abspath $(BIN)):$$PATH" SNAKEMAKE_ARGS="--cores $(CORES)" $(BIN)/dvc
+DVCSYNC := PATH="$(abspath $(BIN)):$$PATH" SNAKEMAKE_ARGS="--cores $(CORES)" $(BIN)/python -m vtdl.dvcsync
+
+# The pipeline through DVC: the same Snakemake jobs as `make reproduce`, hashes into dvc.lock.
+dvc-repro: $(STAMP)
+	$(DVC) repro
+
+# Record the outputs in dvc.lock (dvc repro: no job runs after `make reproduce`), upload them;
+# then commit dvc.lock. `make push REMOTE=name` picks another remote.
+push: $(STAMP)
+	$(DVCSYNC) push $(if $(REMOTE),--remote $(REMOTE))
+
+# What dvc.lock pins, from the remote, marked up to date for Snakemake (no job re-runs).
+# Refuses to overwrite tracked outputs changed here; `make pull FORCE=1` discards them.
+pull: $(STAMP)
+	$(DVCSYNC) pull $(if $(FORCE),--force) $(if $(REMOTE),--remote $(REMOTE))

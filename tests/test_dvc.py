@@ -1,0 +1,442 @@
+"""DVC versioning: dvc.yaml matches the Snakemake workflow; a colleague's clone rebuilds nothing.
+
+The drift tests load this checkout's Snakefile (Snakemake's API, in a subprocess) and fail when a
+rule's outputs, a rule file or a params.yaml section is not covered by a dvc.yaml stage. The
+collaborator test makes a tiny git project from this checkout: clone A runs the pipeline through
+DVC and pushes to a local remote, a fresh clone B pulls, Snakemake then runs no job, and B's
+report rebuilt from the pulled MLflow store equals A's tables.
+"""
+
+from __future__ import annotations
+
+import configparser
+import hashlib
+import json
+import os
+import re
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from vtdl import dvcsync
+from vtdl.config import load_yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+DVC_YAML = load_yaml(ROOT / "dvc.yaml")
+STAGES = DVC_YAML["stages"]
+
+_RULES_SCRIPT = """
+import json, sys
+from pathlib import Path
+from snakemake.api import SnakemakeApi
+from snakemake.settings.types import (
+    ConfigSettings, OutputSettings, ResourceSettings, StorageSettings)
+root = Path(sys.argv[1])
+with SnakemakeApi(OutputSettings()) as api:
+    wf = api.workflow(
+        resource_settings=ResourceSettings(cores=1),
+        config_settings=ConfigSettings(configfiles=[root / "params.yaml"]),
+        storage_settings=StorageSettings(), snakefile=root / "Snakefile", workdir=root)
+    print("RULES=" + json.dumps({
+        r.name: {"outputs": [str(o) for o in r.output],
+                 "snakefile": str(Path(r.snakefile).resolve().relative_to(root))}
+        for r in wf._workflow.rules}))
+"""
+
+
+@pytest.fixture(scope="module")
+def rules() -> dict[str, dict]:
+    """Every rule of this checkout's workflow: its output patterns and the file defining it."""
+    result = subprocess.run(
+        [sys.executable, "-c", _RULES_SCRIPT, str(ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    line = next((x for x in result.stdout.splitlines() if x.startswith("RULES=")), None)
+    assert line, result.stdout[-2000:] + result.stderr[-3000:]
+    return json.loads(line.removeprefix("RULES="))
+
+
+def _static_prefix(pattern: str) -> str:
+    """The part of an output pattern before its first wildcard."""
+    return pattern.split("{", 1)[0]
+
+
+def _owner(pattern: str) -> list[str]:
+    """The dvc.yaml stages with an output that contains every file `pattern` can match."""
+    prefix = _static_prefix(pattern)
+    owners = []
+    for name, stage in STAGES.items():
+        for out in _outs(stage):
+            if pattern == out or prefix.startswith(out.rstrip("/") + "/"):
+                owners.append(name)
+    return owners
+
+
+def _outs(stage: dict) -> list[str]:
+    entries = [*stage.get("outs", []), *stage.get("metrics", [])]
+    return [next(iter(e)) if isinstance(e, dict) else e for e in entries]
+
+
+def _run_rules(stage: dict) -> list[str] | None:
+    """The rules a stage runs through `vtdl.dvcsync run`; None for the whole default target."""
+    cmds = stage["cmd"] if isinstance(stage["cmd"], list) else [stage["cmd"]]
+    for cmd in cmds:
+        match = re.fullmatch(r"python -m vtdl\.dvcsync run ([\w ]+)", cmd.strip())
+        if match:
+            return match[1].split()
+    assert any(cmd.startswith("snakemake ") for cmd in cmds), cmds
+    return None
+
+
+# ---- no drift between Snakemake and dvc.yaml ----------------------------------------------------
+
+
+def test_every_snakemake_output_is_a_dvc_output_of_exactly_one_stage(rules):
+    assert {"synth", "extract", "splits", "pretrain"} <= set(rules)
+    for name, rule in rules.items():
+        for pattern in rule["outputs"]:
+            owners = _owner(pattern)
+            assert len(owners) == 1, (
+                f"rule {name}: output {pattern} is covered by {owners or 'no'} dvc.yaml stage"
+            )
+
+
+def test_each_stage_runs_exactly_the_rules_whose_outputs_it_versions(rules):
+    owned: dict[str, set[str]] = {name: set() for name in STAGES}
+    for name, rule in rules.items():
+        for pattern in rule["outputs"]:
+            owned[_owner(pattern)[0]].add(name)
+    whole = [name for name, stage in STAGES.items() if _run_rules(stage) is None]
+    assert whole == [list(STAGES)[-1]], "only the last stage runs the whole default target"
+    for name, stage in STAGES.items():
+        named = _run_rules(stage)
+        if named is not None:
+            assert set(named) == owned[name], f"stage {name} runs {named}, versions {owned[name]}"
+            assert set(named) <= set(rules), f"stage {name}: unknown rule(s)"
+        # The rule file and package code of each rule are deps of its stage.
+        deps = set(stage.get("deps", []))
+        for rule in owned[name]:
+            assert rules[rule]["snakefile"] in deps, f"stage {name}: {rules[rule]['snakefile']}"
+        assert "Snakefile" in deps
+
+
+def test_every_params_section_is_declared_by_a_stage():
+    params = load_yaml(ROOT / "params.yaml")
+    declared = [p for stage in STAGES.values() for p in stage.get("params", [])]
+    for key in declared:
+        node = params
+        for part in key.split("."):
+            assert isinstance(node, dict) and part in node, f"dvc.yaml param {key}: not in params"
+            node = node[part]
+    sections = {key.split(".")[0] for key in declared}
+    assert set(params) <= sections, (
+        f"params.yaml sections without a stage: {set(params) - sections}"
+    )
+
+
+def test_dvc_config_keeps_caches_in_the_project_and_defaults_to_a_local_remote():
+    config = configparser.ConfigParser()
+    config.read(ROOT / ".dvc" / "config")
+    core = config["core"]
+    assert core["analytics"] == "false" and core["check_update"] == "false"
+    assert "cache" not in config or "dir" not in config["cache"]  # default: .dvc/cache
+    site = Path(core["site_cache_dir"])
+    assert not site.is_absolute() and site.parts[0] == ".dvc"  # not /var/tmp/dvc
+    url = config[f"'remote \"{core['remote']}\"'"]["url"]
+    assert "://" not in url and not Path(url).is_absolute()  # a local folder, no set-up
+    ignored = (ROOT / ".dvc" / ".gitignore").read_text().split()
+    assert {"/cache", "/tmp", "/config.local"} <= set(ignored)
+
+
+# ---- the helpers -------------------------------------------------------------------------------
+
+
+def test_make_store_portable_rewrites_only_paths_inside_the_project(tmp_path):
+    db = tmp_path / "mlflow.db"
+    con = sqlite3.connect(db)
+    con.execute("CREATE TABLE experiments (artifact_location TEXT)")
+    con.execute("CREATE TABLE runs (artifact_uri TEXT)")
+    con.executemany(
+        "INSERT INTO experiments VALUES (?)",
+        [(f"{tmp_path}/mlartifacts",), ("s3://bucket/x",), (f"{tmp_path}x/mlartifacts",)],
+    )
+    con.executemany(
+        "INSERT INTO runs VALUES (?)",
+        [(f"{tmp_path}/mlartifacts/r1/artifacts",), (f"file://{tmp_path}/mlartifacts/r2",)],
+    )
+    con.commit()
+    con.close()
+    assert dvcsync.make_store_portable(db, tmp_path) == 3
+    assert dvcsync.make_store_portable(db, tmp_path) == 0  # idempotent
+    con = sqlite3.connect(db)
+    assert [r[0] for r in con.execute("SELECT * FROM experiments")] == [
+        "mlartifacts",
+        "s3://bucket/x",
+        f"{tmp_path}x/mlartifacts",
+    ]
+    assert [r[0] for r in con.execute("SELECT * FROM runs")] == [
+        "mlartifacts/r1/artifacts",
+        "mlartifacts/r2",
+    ]
+
+
+def test_headline_metrics_average_seeds_and_keep_the_largest_clip_test(tmp_path):
+    for seed, top1 in ((0, 0.5), (1, 0.7)):
+        out = tmp_path / "finetune" / "ds" / "split1" / f"vtdl_small3d_s{seed}.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        metrics = {
+            "ds/split1/finetune/top1_1clip": 0.1,
+            "ds/split1/finetune/top1_10clip": top1,
+            "ds/split1/finetune/top5_10clip": 0.9,
+        }
+        out.write_text(json.dumps({"mlflow_run_id": "x", "metrics": metrics}))
+    out = tmp_path / "retrieval" / "ds" / "split1" / "moco_td_small3d_s0.json"
+    out.parent.mkdir(parents=True)
+    metrics = {"ds/split1/retrieval/recall_at_1": 0.25, "ds/split1/retrieval/recall_at_10": 1}
+    out.write_text(json.dumps({"metrics": metrics}))
+    assert dvcsync.headline_metrics(tmp_path) == {
+        "vtdl_small3d": {"ds/split1/finetune/top1_10clip": 0.6},
+        "moco_td_small3d": {"ds/split1/retrieval/recall_at_1": 0.25},
+    }
+
+
+def test_status_parsing_lists_changed_outputs_and_stale_stages():
+    status = {
+        "data": [{"changed outs": {"data/frames": "modified", "data/raw": "not in cache"}}],
+        "pretrain": [{"changed deps": {"src/vtdl": "modified"}}],
+        "report": [{"changed outs": {"mlflow.db": "deleted"}}, "always changed"],
+    }
+    assert dvcsync.changed_outputs(status) == ["data/frames"]
+    assert dvcsync.stale_stages(status) == ["pretrain"]
+
+
+# ---- the collaborator story --------------------------------------------------------------------
+
+PROJECT_FILES = [
+    "Snakefile",
+    "dvc.yaml",
+    "Makefile",
+    "pyproject.toml",
+    ".gitignore",
+    ".dvcignore",
+    ".dvc/config",
+    ".dvc/.gitignore",
+]
+
+
+def _tiny_params() -> dict:
+    """The shipped params with one tiny embedded data set and a one-epoch grid."""
+    params = load_yaml(ROOT / "params.yaml")
+    params["datasets"] = {
+        "synth_ucf": {
+            "format": "ucf101",
+            "synth": {
+                "num_classes": 2,
+                "groups": 4,
+                "clips_per_group": 2,
+                "frames_min": 10,
+                "frames_max": 12,
+                "height": 16,
+                "width": 24,
+                "fps": 25,
+                "seed": 0,
+            },
+        }
+    }
+    params["extract"] = {"short_side": 12, "codec": "raw", "quality": 90, "on_error": "fail"}
+    params["pretrain"].update(
+        dataset="synth_ucf",
+        methods=["vtdl"],
+        backbones=["small3d"],
+        seeds=[0],
+        epochs=1,
+        clip_len=4,
+        crop_size=16,
+        resize_short=16,
+        batch_size=4,
+        queue_size=4,
+        checkpoint_every=1,
+        num_workers=0,
+        backbone_options={"small3d": {"channels": [4, 8, 8, 16]}},
+    )
+    params["downstream"].update(
+        datasets=["synth_ucf"],
+        splits=[1],
+        labels_per_class=0,
+        clip_len=4,
+        crop_size=16,
+        resize_short=16,
+        test_clips=2,
+        batch_size=4,
+        eval_batch_size=4,
+    )
+    params["downstream"]["finetune"].update(epochs=1, checkpoint_every=1)
+    params["downstream"]["linear"].update(train_clips=1, max_iter=10)
+    return params
+
+
+def _git(*args: str, cwd: Path) -> str:
+    command = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com", *args]
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, check=True).stdout
+
+
+def _env() -> dict[str, str]:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    env["MLFLOW_TRACKING_URI"] = "sqlite:///mlflow.db"  # each clone's own store
+    env.pop("DVC_SITE_CACHE_DIR", None)
+    return env
+
+
+def _make(target: str, cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    """`make <target>` with this venv (its set-up stamp taken as done: nothing is installed)."""
+    venv = BIN.parent
+    command = ["make", "-o", str(venv / ".installed"), f"VENV={venv}", "CORES=2", target, *args]
+    return subprocess.run(
+        command, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=400, check=False
+    )
+
+
+def _run(cwd: Path, *command: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        command, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=300, check=False
+    )
+
+
+def _out(result: subprocess.CompletedProcess) -> str:
+    return (result.stdout + result.stderr)[-6000:]
+
+
+def _digests(root: Path, *folders: str) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for folder in folders
+        for p in sorted((root / folder).rglob("*"))
+        if p.is_file() and p.name != ".snakemake_timestamp"
+    }
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """origin.git (a tiny copy of this project), clone A after `make push`, the remote."""
+    if shutil.which("make") is None or not (BIN / "dvc").is_file():
+        pytest.skip("make or the venv's dvc not found (run `make setup`)")
+    base = tmp_path_factory.mktemp("dvc")
+    origin = base / "origin"
+    for rel in PROJECT_FILES:
+        (origin / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / rel, origin / rel)
+    skip = shutil.ignore_patterns("__pycache__", "*.egg-info")
+    shutil.copytree(ROOT / "workflow", origin / "workflow", ignore=skip)
+    shutil.copytree(ROOT / "src", origin / "src", ignore=skip)
+    (origin / "params.yaml").write_text(json.dumps(_tiny_params(), indent=1))
+    _git("init", "-q", "-b", "main", cwd=origin)
+    _git("add", "-A", cwd=origin)
+    _git("commit", "-qm", "tiny vtdl", cwd=origin)
+    _git("clone", "-q", "--bare", str(origin), str(base / "origin.git"), cwd=base)
+    clone_a = base / "A"
+    _git("clone", "-q", str(base / "origin.git"), str(clone_a), cwd=base)
+
+    push = _make("push", clone_a)
+    assert push.returncode == 0, _out(push)
+    assert "commit the pins" in push.stdout
+    _git("add", "dvc.lock", cwd=clone_a)
+    _git("commit", "-qm", "results of the tiny pipeline", cwd=clone_a)
+    _git("push", "-q", "origin", "main", cwd=clone_a)
+    return base
+
+
+def _clone(base: Path, name: str) -> Path:
+    _git("clone", "-q", str(base / "origin.git"), str(base / name), cwd=base)
+    return base / name
+
+
+@pytest.mark.slow
+def test_push_pins_every_stage_and_keeps_caches_in_the_project(project):
+    clone_a = project / "A"
+    lock = load_yaml(clone_a / "dvc.lock")["stages"]
+    assert list(lock) == list(STAGES)
+    pinned = {out["path"] for stage in lock.values() for out in stage["outs"]}
+    assert {"data/raw", "data/frames", "data/splits", "results/pretrain", "mlflow.db"} <= pinned
+    assert all(out["md5"] for stage in lock.values() for out in stage["outs"])
+    assert (clone_a / ".dvc" / "cache" / "files" / "md5").is_dir()
+    assert (clone_a / ".dvc" / "tmp" / "site-cache").is_dir()
+    assert any((project / "vtdl-dvc-remote" / "files" / "md5").iterdir())  # ../vtdl-dvc-remote
+    # Snakemake's bookkeeping stays out of the versioned folders.
+    frames = next(o for o in lock["data"]["outs"] if o["path"] == "data/frames")
+    assert frames["nfiles"] == len(
+        [p for p in (clone_a / "data/frames").rglob("*") if p.is_file()]
+    ) - len(list((clone_a / "data/frames").rglob(".snakemake_timestamp")))
+    # `dvc metrics show` reads the headline metrics of every method.
+    shown = _run(clone_a, str(BIN / "dvc"), "metrics", "show", "--json")
+    assert shown.returncode == 0, _out(shown)
+    (workspace,) = json.loads(shown.stdout).values()  # keyed "" (the workspace)
+    metrics = workspace["data"]["results/metrics.json"]["data"]
+    assert set(metrics) == {"scratch_small3d", "vtdl_small3d", "supervised_small3d"}
+    assert "synth_ucf/split1/finetune/top1_2clip" in metrics["vtdl_small3d"]
+
+
+@pytest.mark.slow
+def test_a_fresh_clone_pulls_and_snakemake_runs_no_job(project):
+    clone_a, clone_b = project / "A", _clone(project, "B")
+    pull = _make("pull", clone_b)
+    assert pull.returncode == 0, _out(pull)
+
+    dry = _run(clone_b, str(BIN / "snakemake"), "--cores", "2", "--dry-run")
+    assert dry.returncode == 0, _out(dry)
+    assert "Nothing to be done" in _out(dry), _out(dry)
+    folders = ("data", "results")
+    assert _digests(clone_b, *folders) == _digests(clone_a, *folders)
+
+    # The MLflow store travelled and is B's own: with A's artifacts gone, B's report rebuilt
+    # from the pulled store alone equals A's tables and has the confusion-matrix figures.
+    shutil.move(clone_a / "mlartifacts", project / "A-mlartifacts")
+    try:
+        report = _run(clone_b, str(BIN / "vtdl"), "report", "--out", "rebuilt", "--clips", "2")
+    finally:
+        shutil.move(project / "A-mlartifacts", clone_a / "mlartifacts")
+    assert report.returncode == 0, _out(report)
+    assert "9 downstream and 2 pretraining runs" in _out(report)
+    tables = clone_a / "results" / "tables"
+    for table in tables.iterdir():
+        assert (clone_b / "rebuilt" / "tables" / table.name).read_bytes() == table.read_bytes()
+    assert list((clone_b / "rebuilt" / "plots" / "confusion").glob("*.png"))
+
+
+@pytest.mark.slow
+def test_pull_refuses_to_overwrite_changed_outputs_and_names_missing_objects(project):
+    clone_c = _clone(project, "C")
+    # An object missing on the remote: the pull fails and names the output.
+    store = next(
+        o
+        for o in load_yaml(clone_c / "dvc.lock")["stages"]["report"]["outs"]
+        if o["path"] == "mlflow.db"
+    )
+    obj = project / "vtdl-dvc-remote" / "files" / "md5" / store["md5"][:2] / store["md5"][2:]
+    hidden = obj.with_name(obj.name + ".hidden")
+    obj.rename(hidden)
+    try:
+        failed = _make("pull", clone_c)
+    finally:
+        hidden.rename(obj)
+    assert failed.returncode != 0
+    assert "missing from the remote: mlflow.db" in _out(failed), _out(failed)
+
+    pulled = _make("pull", clone_c)
+    assert pulled.returncode == 0, _out(pulled)
+    table = clone_c / "results" / "tables" / "ablation.md"
+    table.write_text(table.read_text() + "\nlocal edit\n")
+    refused = _make("pull", clone_c)
+    assert refused.returncode != 0
+    assert "changed in the workspace" in _out(refused) and "results/tables" in _out(refused)
+    assert table.read_text().endswith("local edit\n")  # not overwritten
+    forced = _make("pull", clone_c, "FORCE=1")
+    assert forced.returncode == 0, _out(forced)
+    assert not table.read_text().endswith("local edit\n")
