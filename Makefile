@@ -9,7 +9,7 @@ CORES ?= $(shell nproc 2>/dev/null || echo 2)
 SNAKEMAKE := $(BIN)/snakemake --workflow-profile workflow/profiles/default --cores $(CORES)
 export MLFLOW_TRACKING_URI ?= sqlite:///mlflow.db
 
-.PHONY: setup reproduce test lint dry-run ui clean-results dvc-repro push pull
+.PHONY: setup reproduce test lint dry-run ui dvc-repro push pull
 
 setup: $(STAMP)
 
@@ -20,8 +20,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $@
 
+# Extra Snakemake options: make reproduce ARGS="--configfile params.yaml workflow/presets/ucf101.yaml"
+ARGS ?=
 reproduce: $(STAMP)
-	$(SNAKEMAKE)
+	$(SNAKEMAKE) $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
@@ -31,7 +33,7 @@ lint: $(STAMP)
 	$(BIN)/snakemake --lint
 
 dry-run: $(STAMP)
-	$(SNAKEMAKE) --dry-run
+	$(SNAKEMAKE) --dry-run $(ARGS)
 
 # The MLflow UI over the project's store (every run, parameter, metric curve and artifact), bound
 # to this machine only. `make ui PORT=5001` picks another port; Ctrl-C stops it. The artifacts

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from vtdl.config import load_settings
 from vtdl.data.framestore import frame_file_path, write_frames
 from vtdl.errors import VtdlError
 
+ROOT = Path(__file__).resolve().parents[1]
 CLASSES = 3
 VIDEOS_PER_CLASS = 4
 
@@ -41,7 +43,7 @@ def tiny_set(tmp_path, monkeypatch):
 
 
 def _settings(**changes):
-    settings = load_settings("params.yaml", "pretrain")
+    settings = load_settings(str(ROOT / "params.yaml"), "pretrain")
     settings.update(
         clip_len=4,
         stride=2,
