@@ -100,3 +100,22 @@ def test_every_backbone_takes_a_pretraining_step_on_tiny_inputs(name):
     ]
     assert any(changed)
     assert int(model.queue_ptr) == 2
+
+
+@pytest.mark.slow
+def test_a_preset_without_its_data_stops_before_any_job_naming_the_key(tmp_path):
+    # The tables already exist (as after a default run): the missing data must still be named.
+    (tmp_path / "results" / "tables").mkdir(parents=True)
+    for name in ("ablation", "all_metrics", "pretext"):
+        for ext in ("md", "csv", "tex"):
+            (tmp_path / "results" / "tables" / f"{name}.{ext}").write_text("old\n")
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    result = subprocess.run(
+        [SNAKEMAKE, "-n", "--cores", "2", "--snakefile", str(ROOT / "Snakefile")]
+        + ["--directory", str(tmp_path), "--configfile", "params.yaml"]
+        + [str(PRESETS / "ucf101.yaml")],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode != 0
+    assert "datasets.ucf101.videos: directory not found: data/real/UCF-101" in result.stdout + result.stderr

@@ -22,6 +22,16 @@ except VtdlError as err:
 DATASETS = config["datasets"]
 SYNTH_DATASETS = [name for name, ds in DATASETS.items() if "synth" in ds]
 
+# A downloaded data set's folders must exist before any job runs. Checked later, inside an input
+# function, the error would be swallowed whenever the tables are already on disk (Snakemake
+# then keeps them and quietly plans nothing for the new data set).
+for _name in DATASETS:
+    for _key in ("videos", "splits"):
+        if _name not in SYNTH_DATASETS and not Path(DATASETS[_name][_key]).is_dir():
+            raise WorkflowError(
+                f"params: datasets.{_name}.{_key}: directory not found: {DATASETS[_name][_key]}"
+            )
+
 # The vtdl next to the Python that runs Snakemake: works without an activated venv. With
 # --software-deployment-method conda each job runs in workflow/envs/vtdl.yaml's environment,
 # whose own `vtdl` is first on PATH.
