@@ -10,9 +10,9 @@ from torch import nn
 from vtdl.errors import VtdlError
 from vtdl.models import (
     BACKBONES,
+    BackboneWithHead,
     ClassifierHead,
     ProjectionHead,
-    VideoClassifier,
     build_backbone,
     build_classifier_head,
     init_original,
@@ -364,7 +364,7 @@ def test_build_classifier_head_picks_the_kind_and_checks_input():
 
 def test_video_classifier_logits_and_pooled_features():
     backbone = build_backbone("small3d")
-    model = VideoClassifier(backbone, build_classifier_head("small3d", 128, 7)).eval()
+    model = BackboneWithHead(backbone, build_classifier_head("small3d", 128, 7)).eval()
     clips = torch.randn(2, 3, 8, 32, 32)
     with torch.no_grad():
         assert model(clips).shape == (2, 7)
@@ -379,7 +379,7 @@ def test_video_classifier_logits_and_pooled_features():
 def test_gradients_reach_every_parameter():
     torch.manual_seed(0)
     backbone = build_backbone("small3d")
-    model = VideoClassifier(backbone, build_classifier_head("small3d", 128, 4, dropout=0.0))
+    model = BackboneWithHead(backbone, build_classifier_head("small3d", 128, 4, dropout=0.0))
     projection = ProjectionHead(128, 16)
     clips = torch.randn(4, 3, 8, 32, 32)
     fmap = backbone(clips)
@@ -397,7 +397,7 @@ def test_one_sgd_step_changes_every_weight(name):
     torch.manual_seed(0)
     backbone = build_backbone(name)
     head = build_classifier_head(name, backbone.feature_dim, 3, dropout=0.0)
-    model = VideoClassifier(backbone, head)
+    model = BackboneWithHead(backbone, head)
     before = {k: v.detach().clone() for k, v in model.named_parameters()}
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     clips = torch.randn(2, 3, 8, 32, 32)
@@ -435,7 +435,7 @@ def test_channels_last_and_bf16_autocast_on_cpu(name, side):
 def test_channels_last_and_autocast_on_gpu(name):
     backbone = build_backbone(name).cuda().to(memory_format=torch.channels_last_3d)
     head = build_classifier_head(name, backbone.feature_dim, 5).cuda()
-    model = VideoClassifier(backbone, head)
+    model = BackboneWithHead(backbone, head)
     clips = torch.randn(2, 3, 16, 112, 112, device="cuda")
     clips = clips.contiguous(memory_format=torch.channels_last_3d)
     dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16

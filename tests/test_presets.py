@@ -118,4 +118,5 @@ def test_a_preset_without_its_data_stops_before_any_job_naming_the_key(tmp_path)
         text=True,
     )
     assert result.returncode != 0
-    assert "datasets.ucf101.videos: directory not found: data/real/UCF-101" in result.stdout + result.stderr
+    message = "datasets.ucf101.videos: directory not found: data/real/UCF-101"
+    assert message in result.stdout + result.stderr

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from vtdl.errors import VtdlError
 from vtdl.losses import pretext_metrics, temporal_info_nce, triplet_margin
-from vtdl.models.heads import ProjectionHead
+from vtdl.models.heads import BackboneWithHead, ProjectionHead
 
 
 @dataclass(frozen=True)
@@ -83,18 +83,6 @@ def validate_queue_size(
         )
 
 
-class Encoder(nn.Module):
-    """A backbone followed by a projection head: clip (B, C, T, H, W) -> (B, dim) unit vectors."""
-
-    def __init__(self, backbone: nn.Module, head: nn.Module) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.head = head
-
-    def forward(self, clips: Tensor) -> Tensor:
-        return self.head(self.backbone(clips))
-
-
 class TemporalMoCo(nn.Module):
     """MoCo with a temporal negative: the pretraining model of moco, moco_td and vtdl.
 
@@ -150,7 +138,7 @@ class TemporalMoCo(nn.Module):
         self.triplet_weight = triplet_weight
         self.triplet_margin = triplet_margin
 
-        self.encoder_q = Encoder(backbone, ProjectionHead(backbone.feature_dim, dim))
+        self.encoder_q = BackboneWithHead(backbone, ProjectionHead(backbone.feature_dim, dim))
         self.encoder_k = copy.deepcopy(self.encoder_q)
         for param in self.encoder_k.parameters():
             param.requires_grad_(False)  # moved only by the EMA, never by the optimizer

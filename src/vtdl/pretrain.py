@@ -38,7 +38,7 @@ from vtdl.data.clips import read_list
 from vtdl.data.triplets import TripletDataset
 from vtdl.errors import VtdlError
 from vtdl.fsutil import atomic_write_json, sha256_file
-from vtdl.models import ClassifierHead, VideoClassifier, build_backbone
+from vtdl.models import BackboneWithHead, ClassifierHead, build_backbone
 from vtdl.pretext import TemporalMoCo, method_spec, validate_queue_size
 from vtdl.progress import progress
 from vtdl.runtime import Runtime, lr_at, seed_everything, select_runtime, set_lr
@@ -67,7 +67,7 @@ def build_model(
     seed_everything(seed)
     backbone = build_backbone(backbone_name, **backbone_options(settings, backbone_name))
     if method == SUPERVISED:
-        return VideoClassifier(backbone, ClassifierHead(backbone.feature_dim, num_classes))
+        return BackboneWithHead(backbone, ClassifierHead(backbone.feature_dim, num_classes))
     return TemporalMoCo(
         backbone,
         dim=settings["dim"],

@@ -37,7 +37,7 @@ from vtdl import tracking
 from vtdl.checkpoint import load_resumable, rng_state, save_checkpoint, set_rng_state
 from vtdl.downstream import common
 from vtdl.errors import VtdlError
-from vtdl.models import VideoClassifier, build_classifier_head
+from vtdl.models import BackboneWithHead, build_classifier_head
 from vtdl.progress import progress
 from vtdl.runtime import lr_at, seed_everything, set_lr
 
@@ -87,7 +87,7 @@ class _Trainer:
         head = build_classifier_head(
             job.backbone_name, job.backbone.feature_dim, job.num_classes, recipe["dropout"]
         )
-        self.model = VideoClassifier(job.backbone, head).to(job.runtime.device)
+        self.model = BackboneWithHead(job.backbone, head).to(job.runtime.device)
         if job.runtime.channels_last:
             self.model.to(memory_format=torch.channels_last_3d)
         groups = [

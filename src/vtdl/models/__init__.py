@@ -24,9 +24,9 @@ from torch import nn
 from vtdl.errors import VtdlError
 from vtdl.models.c3d import C3D
 from vtdl.models.heads import (
+    BackboneWithHead,
     ClassifierHead,
     ProjectionHead,
-    VideoClassifier,
     build_classifier_head,
     global_average_pool,
 )
@@ -87,7 +87,7 @@ __all__ = [
     "ClassifierHead",
     "ProjectionHead",
     "Small3D",
-    "VideoClassifier",
+    "BackboneWithHead",
     "build_backbone",
     "build_classifier_head",
     "global_average_pool",

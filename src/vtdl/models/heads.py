@@ -2,7 +2,7 @@
 
 Every backbone returns its last feature map (B, D, T', H', W'); a head turns it into what a stage
 needs: the pretraining embedding (`ProjectionHead`), class logits (`ClassifierHead`), or the
-pooled features of the linear probe and retrieval (`VideoClassifier.features`).
+pooled features of the linear probe and retrieval (`BackboneWithHead.features`).
 """
 
 from __future__ import annotations
@@ -123,11 +123,13 @@ def build_classifier_head(
     return head
 
 
-class VideoClassifier(nn.Module):
-    """A backbone and a classifier head: clips (B, C, T, H, W) -> logits (B, num_classes).
+class BackboneWithHead(nn.Module):
+    """A backbone and a head: clips (B, C, T, H, W) -> head output.
 
-    `features(clips)` gives the pooled (B, D) backbone features (float32) that the linear probe
-    and retrieval use; the head is not involved.
+    With a `ClassifierHead` it is the fine-tuning (and supervised reference) classifier, with a
+    `ProjectionHead` a pretraining encoder (`TemporalMoCo.encoder_q`). `features(clips)` gives the
+    pooled (B, D) backbone features (float32) that the linear probe and retrieval use; the head
+    is not involved.
     """
 
     def __init__(self, backbone: nn.Module, head: nn.Module) -> None:
