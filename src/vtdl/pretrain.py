@@ -32,7 +32,13 @@ from torch.utils.data import DataLoader
 
 from vtdl import tracking
 from vtdl.augment import JITTER_OPS, ClipAugment, temporal_consistent_augmentation
-from vtdl.checkpoint import load_resumable, save_checkpoint, save_encoder
+from vtdl.checkpoint import (
+    load_resumable,
+    rng_state,
+    save_checkpoint,
+    save_encoder,
+    set_rng_state,
+)
 from vtdl.config import load_settings
 from vtdl.data.clips import read_list
 from vtdl.data.triplets import TripletDataset
@@ -168,7 +174,7 @@ class _Job:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "grad_scaler": self.scaler.state_dict(),
-            "torch_rng": torch.get_rng_state(),
+            "rng": rng_state(),  # CPU and CUDA generators (dropout of the supervised head)
             "mlflow_run_id": self.run_id or "",
         }
 
@@ -179,7 +185,7 @@ class _Job:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["grad_scaler"])
-        torch.set_rng_state(state["torch_rng"])
+        set_rng_state(state["rng"])
         self.epoch = int(state["epoch"])
         self.run_id = state["mlflow_run_id"] or None
         print(f"resuming from {self.out / 'checkpoint.pt'} at epoch {self.epoch}", flush=True)
