@@ -21,7 +21,7 @@ from pathlib import Path
 
 import av
 from av.video.reformatter import VideoReformatter
-from bench_loader import make_source_videos
+from bench_loader import add_source_arguments, make_source_videos
 
 from vtdl.data.extract import extract_shard
 
@@ -49,11 +49,7 @@ def _best_seconds(job: Callable[[], None], repeat: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--videos", type=int, default=24)
-    parser.add_argument("--frames", type=int, default=150)
-    parser.add_argument("--width", type=int, default=320)
-    parser.add_argument("--height", type=int, default=240)
-    parser.add_argument("--short-side", type=int, default=128)
+    add_source_arguments(parser)
     parser.add_argument("--codecs", nargs="+", default=["jpeg", "raw"])
     parser.add_argument("--quality", type=int, default=90)
     parser.add_argument("--gop", type=int, default=300, help="max frames between key frames")

@@ -176,13 +176,18 @@ def _clips_per_second(dataset: Dataset, batch: int, workers: int, batches: int) 
     return batches * batch / (time.perf_counter() - start)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def add_source_arguments(parser: argparse.ArgumentParser) -> None:
+    """The source videos both benchmarks make (UCF101-like by default) and their extraction."""
     parser.add_argument("--videos", type=int, default=24)
     parser.add_argument("--frames", type=int, default=150)
     parser.add_argument("--width", type=int, default=320)
     parser.add_argument("--height", type=int, default=240)
     parser.add_argument("--short-side", type=int, default=128)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_source_arguments(parser)
     parser.add_argument("--crop", type=int, default=112)
     parser.add_argument("--clip-len", type=int, default=16)
     parser.add_argument("--strides", type=int, nargs="+", default=[1, 4])
