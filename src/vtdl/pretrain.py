@@ -47,7 +47,14 @@ from vtdl.fsutil import atomic_write_json, sha256_file
 from vtdl.models import BackboneWithHead, ClassifierHead, build_backbone
 from vtdl.pretext import TemporalMoCo, method_spec, validate_queue_size
 from vtdl.progress import progress
-from vtdl.runtime import Runtime, lr_at, seed_everything, select_runtime, set_lr
+from vtdl.runtime import (
+    Runtime,
+    build_optimizer,
+    lr_at,
+    seed_everything,
+    select_runtime,
+    set_lr,
+)
 
 SUPERVISED = "supervised"
 METHOD_CHOICES = ("moco", "moco_td", "vtdl", SUPERVISED)
@@ -83,18 +90,6 @@ def build_model(
         use_negative=method_spec(method).temporal_negative,
         generator=torch.Generator().manual_seed(seed),
     )
-
-
-def build_optimizer(model: nn.Module, settings: dict) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
-    if settings["optimizer"] == "sgd":
-        return torch.optim.SGD(
-            params,
-            lr=settings["lr"],
-            momentum=settings["momentum"],
-            weight_decay=settings["weight_decay"],
-        )
-    return torch.optim.Adam(params, lr=settings["lr"], weight_decay=settings["weight_decay"])
 
 
 def _step_generator(seed: int, step: int) -> torch.Generator:
@@ -149,7 +144,9 @@ class _Job:
         self.model.to(self.runtime.device)
         if self.runtime.channels_last:
             self.model.to(memory_format=torch.channels_last_3d)
-        self.optimizer = build_optimizer(self.model, settings)
+        self.optimizer = build_optimizer(
+            [p for p in self.model.parameters() if p.requires_grad], settings
+        )
         self.scaler = self.runtime.grad_scaler()
         self.tca = self.method != SUPERVISED and method_spec(self.method).tca
         self.identity = {

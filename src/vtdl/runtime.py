@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -87,6 +88,19 @@ def lr_at(
     if schedule == "constant":
         return base_lr
     raise VtdlError(f"lr_schedule: unknown schedule {schedule!r} (multistep, cosine, constant)")
+
+
+def build_optimizer(params: Iterable, settings: dict) -> torch.optim.Optimizer:
+    """SGD (the paper's; `momentum`) or Adam from a settings block with `optimizer`, `lr`,
+    `momentum` and `weight_decay`; `params` may be parameter groups carrying "lr_scale"."""
+    if settings["optimizer"] == "sgd":
+        return torch.optim.SGD(
+            params,
+            lr=settings["lr"],
+            momentum=settings["momentum"],
+            weight_decay=settings["weight_decay"],
+        )
+    return torch.optim.Adam(params, lr=settings["lr"], weight_decay=settings["weight_decay"])
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:

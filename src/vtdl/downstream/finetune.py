@@ -39,7 +39,7 @@ from vtdl.downstream import common
 from vtdl.errors import VtdlError
 from vtdl.models import BackboneWithHead, build_classifier_head
 from vtdl.progress import progress
-from vtdl.runtime import lr_at, seed_everything, set_lr
+from vtdl.runtime import build_optimizer, lr_at, seed_everything, set_lr
 
 PROTOCOL = "finetune"
 
@@ -94,17 +94,7 @@ class _Trainer:
             {"params": list(job.backbone.parameters()), "lr_scale": recipe["backbone_lr_scale"]},
             {"params": list(head.parameters()), "lr_scale": 1.0},
         ]
-        if recipe["optimizer"] == "sgd":
-            self.optimizer: torch.optim.Optimizer = torch.optim.SGD(
-                groups,
-                lr=recipe["lr"],
-                momentum=recipe["momentum"],
-                weight_decay=recipe["weight_decay"],
-            )
-        else:
-            self.optimizer = torch.optim.Adam(
-                groups, lr=recipe["lr"], weight_decay=recipe["weight_decay"]
-            )
+        self.optimizer = build_optimizer(groups, recipe)
         self.scaler = job.runtime.grad_scaler()
         self.indices = job.labelled_indices()
         self.dataset = job.train_dataset(self.indices)
