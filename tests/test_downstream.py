@@ -16,7 +16,8 @@ from vtdl.checkpoint import load_checkpoint, save_encoder
 from vtdl.config import load_settings, load_yaml
 from vtdl.data.clips import VideoEntry
 from vtdl.data.framestore import frame_file_path, write_frames
-from vtdl.downstream import common, finetune, grid, linear, retrieval
+from vtdl.downstream import cached, features, finetune, grid, linear, retrieval
+from vtdl.downstream.job import labelled_subset
 from vtdl.errors import VtdlError
 from vtdl.models import build_backbone
 
@@ -37,18 +38,20 @@ def _entries(counts: list[int]) -> list[VideoEntry]:
 
 def test_labelled_subset_is_per_class_deterministic_and_independent_of_other_classes():
     entries = _entries([6, 2, 5])
-    picked = common.labelled_subset(entries, 3, seed=0)
+    picked = labelled_subset([e.label for e in entries], 3, seed=0)
     labels = [entries[i].label for i in picked]
     assert labels.count(0) == 3 and labels.count(1) == 2 and labels.count(2) == 3  # 1: all it has
     assert picked == sorted(picked)
-    assert common.labelled_subset(entries, 3, seed=0) == picked
-    draws = {tuple(common.labelled_subset(entries, 3, seed=s)) for s in range(6)}
+    assert labelled_subset([e.label for e in entries], 3, seed=0) == picked
+    draws = {tuple(labelled_subset([e.label for e in entries], 3, seed=s)) for s in range(6)}
     assert len(draws) > 1  # the seed matters
     # Dropping class 2 from the list leaves class 0's draw unchanged.
     fewer = _entries([6, 2])
     paths = {entries[i].path for i in picked if entries[i].label == 0}
-    assert {fewer[i].path for i in common.labelled_subset(fewer, 3, 0) if i < 6} == paths
-    assert common.labelled_subset(entries, 0, seed=0) == list(range(len(entries)))
+    assert {
+        fewer[i].path for i in labelled_subset([e.label for e in fewer], 3, 0) if i < 6
+    } == paths
+    assert labelled_subset([e.label for e in entries], 0, seed=0) == list(range(len(entries)))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -253,23 +256,83 @@ def test_changed_settings_start_afresh_instead_of_resuming(tiny, monkeypatch):
     assert _run_of(result)["tags"].get("resume_count") is None  # a new run, from epoch 0
 
 
-def test_linear_probe_and_retrieval(tiny):
-    result = linear.linear_probe(_args(linear, tiny, "lin.json", *_scratch()))
+def _features(tiny, out: str, *extra: str, settings: dict | None = None) -> Path:
+    features.compute_features(_args(features, tiny, out, *extra, settings=settings))
+    return tiny.root / out
+
+
+def _cached_args(module, tiny, features_file: Path, out: str, settings: dict | None = None):
+    parser = argparse.ArgumentParser()
+    module.add_arguments(parser)
+    argv = ["--features", str(features_file), "--out", str(tiny.root / out),
+            "--settings", json.dumps(settings or _settings())]  # fmt: skip
+    return parser.parse_args(argv)
+
+
+def test_features_hold_every_clip_of_every_video_and_are_deterministic(tiny):
+    path = _features(tiny, "scratch.npz", *_scratch())
+    loaded = cached.load_features(path)
+    n_train, n_test = len(CLASSES) * TRAIN_PER_CLASS, len(CLASSES) * TEST_PER_CLASS
+    dim = TINY["channels"][-1]
+    assert loaded.train.shape == (n_train, CLIPS, dim) and loaded.test.shape == (n_test, CLIPS, dim)
+    assert loaded.test_centre.shape == (n_test, dim)
+    assert loaded.train_labels.tolist() == [i // TRAIN_PER_CLASS for i in range(n_train)]
+    assert loaded.meta["method"] == "scratch" and loaded.meta["seed"] == 5
+    again = cached.load_features(_features(tiny, "again.npz", *_scratch()))
+    assert np.array_equal(again.train, loaded.train) and np.array_equal(again.test, loaded.test)
+    encoded = cached.load_features(_features(tiny, "enc.npz", "--encoder", str(tiny.encoder)))
+    assert encoded.meta["pretrain_run_id"] == "pretrain-run-1" and encoded.meta["seed"] == 3
+    assert not np.array_equal(encoded.train, loaded.train)
+
+
+def test_linear_probe_and_retrieval_read_the_cached_features(tiny):
+    scratch = _features(tiny, "scratch.npz", *_scratch())
+    result = linear.linear_probe(_cached_args(linear, tiny, scratch, "lin.json"))
     _check_accuracies(result["metrics"], "linear")
     run = _run_of(result)
     assert run["tags"]["stage"] == "linear" and run["tags"]["method"] == "scratch"
     assert "pretrain_run_id" not in run["tags"]
-    assert "linear.train_clips" in run["params"] and "finetune.lr" not in run["params"]
-    again = linear.linear_probe(_args(linear, tiny, "lin2.json", *_scratch()))
+    assert "linear.weight_decay" in run["params"] and "finetune.lr" not in run["params"]
+    assert run["params"]["num_train_videos"] == "9"  # labels_per_class 3 x 3 classes
+    again = linear.linear_probe(_cached_args(linear, tiny, scratch, "lin2.json"))
     assert again["metrics"] == result["metrics"]  # deterministic
 
-    result = retrieval.retrieval(_args(retrieval, tiny, "ret.json", "--encoder", str(tiny.encoder)))
+    encoded = _features(tiny, "enc.npz", "--encoder", str(tiny.encoder))
+    result = retrieval.retrieval(_cached_args(retrieval, tiny, encoded, "ret.json"))
     recall = [
         result["metrics"][f"tinyset/split1/retrieval/recall_at_{k}"] for k in (1, 5, 10, 20, 50)
     ]
     assert recall == sorted(recall) and all(0.0 <= r <= 1.0 for r in recall)
     assert recall[-1] == 1.0  # k capped at the 12 gallery videos: every class is found
-    assert _run_of(result)["tags"]["stage"] == "retrieval"
+    run = _run_of(result)
+    assert (
+        run["tags"]["stage"] == "retrieval" and run["tags"]["pretrain_run_id"] == "pretrain-run-1"
+    )
+    assert run["tags"]["seed"] == "3" and run["tags"]["method"] == "vtdl"
+
+
+def test_fit_linear_separates_separable_features_and_penalises_weights():
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 20)
+    centres = rng.normal(size=(3, 5)) * 4
+    x = centres[labels] + rng.normal(size=(60, 5))
+    weight, bias = linear.fit_linear(x, labels, 3, weight_decay=1e-3, max_iter=200)
+    assert ((x @ weight + bias).argmax(axis=1) == labels).mean() > 0.95
+    strong, _ = linear.fit_linear(x, labels, 3, weight_decay=10.0, max_iter=200)
+    assert np.abs(strong).sum() < np.abs(weight).sum()
+
+
+def test_a_stale_or_broken_features_file_is_refused_naming_the_key(tiny):
+    path = _features(tiny, "scratch.npz", *_scratch())
+    with pytest.raises(VtdlError, match=r"downstream\.test_clips = 3, but --settings gives 5"):
+        linear.linear_probe(_cached_args(linear, tiny, path, "x.json", _settings(test_clips=5)))
+    broken = tiny.root / "broken.npz"
+    broken.write_bytes(b"not a zip file")
+    with pytest.raises(VtdlError, match="broken.npz: not a readable features file"):
+        retrieval.retrieval(_cached_args(retrieval, tiny, broken, "x.json"))
+    with pytest.raises(VtdlError, match="missing.npz: features file not found"):
+        retrieval.retrieval(_cached_args(retrieval, tiny, tiny.root / "missing.npz", "x.json"))
+    assert not list(tiny.root.glob("x.*"))
 
 
 def test_bad_encoder_path_and_bad_settings_key_give_one_clear_error(tiny):
@@ -282,13 +345,15 @@ def test_bad_encoder_path_and_bad_settings_key_give_one_clear_error(tiny):
     with pytest.raises(VtdlError, match=r"downstream\.finetune.*'lrr'"):
         finetune.finetune(_args(finetune, tiny, "x.json", *_scratch(), settings=settings))
     with pytest.raises(VtdlError, match=r"downstream\.test_clips"):
-        linear.linear_probe(
-            _args(linear, tiny, "x.json", *_scratch(), settings=_settings(test_clips=0))
+        features.compute_features(
+            _args(features, tiny, "x.npz", *_scratch(), settings=_settings(test_clips=0))
         )
     with pytest.raises(VtdlError, match="needs --backbone"):
-        retrieval.retrieval(_args(retrieval, tiny, "x.json", "--encoder", "none", "--seed", "0"))
+        features.compute_features(
+            _args(features, tiny, "x.npz", "--encoder", "none", "--seed", "0")
+        )
     with pytest.raises(VtdlError, match="--seed 4 does not match"):
-        retrieval.retrieval(
-            _args(retrieval, tiny, "x.json", "--encoder", str(tiny.encoder), "--seed", "4")
+        features.compute_features(
+            _args(features, tiny, "x.npz", "--encoder", str(tiny.encoder), "--seed", "4")
         )
     assert not list(tiny.root.glob("x.*"))

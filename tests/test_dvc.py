@@ -279,7 +279,7 @@ def _tiny_params() -> dict:
         eval_batch_size=4,
     )
     params["downstream"]["finetune"].update(epochs=1, checkpoint_every=1)
-    params["downstream"]["linear"].update(train_clips=1, max_iter=10)
+    params["downstream"]["linear"].update(max_iter=10)
     return params
 
 

@@ -377,3 +377,34 @@ def test_pretext_loss_falls_on_a_tiny_synthetic_set(use_negative):
     # holds real keys, so compare the first 5 steps after that with the last 5.
     first, last = statistics.mean(losses[2:7]), statistics.mean(losses[-5:])
     assert last < first - 0.3, (first, last)
+
+
+# ---------------------------------------------------------------- shuffle-BN in one process
+
+
+def test_bn_splits_normalise_each_group_alone_and_shuffle_the_keys():
+    """With bn_splits = 2 the anchors are encoded in two groups of consecutive clips, the keys
+    in two groups of a random order (then put back in order), so a key's batch-norm statistics
+    are not its query's."""
+    model = _model(bn_splits=2)
+    anchor, positive, _ = _triplet(batch=6)
+    model.train()
+    with torch.no_grad():
+        torch.manual_seed(7)
+        k = model._key_embeddings(positive)
+        torch.manual_seed(7)
+        order = torch.randperm(6)
+        groups = [model.encoder_k(positive[order[:3]]), model.encoder_k(positive[order[3:]])]
+        expected = torch.empty_like(k)
+        expected[order] = torch.cat(groups)
+        assert torch.allclose(k, expected, atol=1e-6)
+        whole = model.encoder_k(positive)
+        assert not torch.allclose(k, whole, atol=1e-4)  # the grouping changes the statistics
+        q = model._grouped(model.encoder_q, anchor)
+        halves = torch.cat([model.encoder_q(anchor[:3]), model.encoder_q(anchor[3:])])
+        assert torch.allclose(q, halves, atol=1e-6)
+    model.eval()  # evaluation ignores the grouping: one pass, running statistics
+    with torch.no_grad():
+        assert torch.allclose(model._key_embeddings(positive), model.encoder_k(positive))
+    with pytest.raises(ValueError, match="bn_splits"):
+        _model(bn_splits=0)

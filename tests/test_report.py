@@ -146,7 +146,7 @@ def _by_hand(values) -> tuple[float, float]:
 def _md_rows(text: str) -> dict[str, list[str]]:
     rows = {}
     for line in text.splitlines():
-        if line.startswith("| ") and not line.startswith("| setting"):
+        if line.startswith("| ") and not line.startswith(("| setting", "| difference")):
             cells = [c.strip() for c in line.strip("|").split(" | ")]
             rows[cells[0]] = cells[1:]
     return rows
@@ -157,16 +157,26 @@ def test_report_tables_plots_and_determinism(store: Path, capsys):
     _report(out)
     tables_dir = out / "tables"
     names = sorted(p.name for p in tables_dir.iterdir())
-    assert names == sorted(f"{t}.{e}" for t in report.TABLE_NAMES for e in ("md", "csv", "tex"))
+    expected = [f"{t}.{e}" for t in report.TABLE_NAMES for e in ("md", "csv", "tex")]
+    assert names == sorted([*expected, "differences.csv"])
 
     md = (tables_dir / "ablation.md").read_text(encoding="utf-8")
     assert f"## backbone {BACKBONE}, pretrained on {PRE}" in md
     header = next(line for line in md.splitlines() if line.startswith("| setting"))
     assert "synth_hmdb/split1 fine-tune top1 (10-clip) (%)" in header
     assert "synth_hmdb/split1 retrieval R@1 (%)" in header
-    rows = _md_rows(md)
+    main, _, paired = md.partition("paired differences")
+    rows = _md_rows(main)
     assert list(rows) == [tables.METHOD_LABELS[m] for m in tables.ABLATION_METHODS]
     ft, lin, ret = 0, 1, 2
+    # Paired by seed: vtdl - scratch fine-tune is 0.2 for both seeds (no spread: beyond noise);
+    # moco - scratch is 0.12 and 0.06 (mean 9.0, 2 SE = 6.0: beyond noise); linear has no
+    # scratch runs, so no difference.
+    diffs = _md_rows(paired)
+    assert diffs["vtdl − scratch"][ft] == "+20.0 ± 0.0 *"
+    assert diffs["moco − scratch"][ft] == "+9.0 ± 6.0 *"
+    assert diffs["vtdl − scratch"][lin] == tables.MISSING
+    assert "twice its standard error" in md
     # Latest FINISHED runs only: 0.99 (superseded) and 0.01 (FAILED) are ignored.
     assert rows["+TCA (vtdl)"][ft] == _cell(_by_hand([0.50, 0.60])) == "55.0 ± 7.1 (n=2)"
     assert rows["+TCA (vtdl)"][lin] == _cell(_by_hand([0.35, 0.45]))

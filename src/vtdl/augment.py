@@ -21,7 +21,10 @@ keep it fast and still equal to the textbook pipeline (tests check both against 
   as in the original; the original's PIL rotate uses nearest-neighbour resampling, we use
   bilinear.
 - the hue shift is a vectorised HSV hue rotation equal to torchvision's `adjust_hue` to ~1e-6
-  but about three times as fast; brightness, contrast and saturation are torchvision's. The jitter
+  but about three times as fast; resize, brightness, contrast, saturation, centre crop and
+  normalisation restate torchvision's formulas in plain torch (the tests compare them with
+  torchvision), so a job does not pay torchvision's import (about 1.5 s of CPU). A jitter
+  operation whose drawn factor changes nothing (strength 0) is skipped. The jitter
   works on float images in [0, 1] (clamped after every step like torchvision), without the
   intermediate uint8 rounding of the original's PIL path.
 
@@ -38,7 +41,6 @@ import numpy as np
 import torch
 import torch.nn.functional as nnf
 from torch import Tensor
-from torchvision.transforms.v2 import functional as tvf
 
 from vtdl.errors import VtdlError
 
@@ -94,10 +96,50 @@ def _as_frames(clip: Tensor | np.ndarray) -> Tensor:
 
 
 def _resize_short(frames: Tensor, size: int) -> Tensor:
-    """Resize (T, C, H, W) so that its short side is `size` (aspect kept); no-op if it is."""
-    if min(frames.shape[-2:]) == size:
+    """Resize (T, C, H, W) so that its short side is `size` (aspect kept); no-op if it is.
+
+    torchvision's `resize(frames, [size], antialias=True)`: the long side becomes
+    int(size * long / short), bilinear with antialiasing (uint8 stays uint8).
+    """
+    height, width = frames.shape[-2:]
+    if min(height, width) == size:
         return frames
-    return tvf.resize(frames, [size], antialias=True)
+    if height <= width:
+        shape = (size, int(size * width / height))
+    else:
+        shape = (int(size * height / width), size)
+    return nnf.interpolate(frames, size=shape, mode="bilinear", antialias=True, align_corners=False)
+
+
+def _grey(frames: Tensor) -> Tensor:
+    """(..., 1, H, W) luma of (..., 3, H, W) RGB, with torchvision's ITU-R 601 weights."""
+    r, g, b = frames.unbind(-3)
+    return (0.2989 * r + 0.587 * g + 0.114 * b).unsqueeze(-3)
+
+
+def _blend(image: Tensor, other: Tensor, factor: float) -> Tensor:
+    """factor * image + (1 - factor) * other, clamped to [0, 1] (torchvision's `_blend`)."""
+    return (factor * image + (1.0 - factor) * other).clamp_(0.0, 1.0)
+
+
+def adjust_brightness(frames: Tensor, factor: float) -> Tensor:
+    return _blend(frames, torch.zeros_like(frames), factor)
+
+
+def adjust_contrast(frames: Tensor, factor: float) -> Tensor:
+    """Blend each frame with its mean grey level (per frame, as PIL and torchvision do)."""
+    return _blend(frames, _grey(frames).mean(dim=(-3, -2, -1), keepdim=True), factor)
+
+
+def adjust_saturation(frames: Tensor, factor: float) -> Tensor:
+    return _blend(frames, _grey(frames), factor)
+
+
+def _centre_crop(frames: Tensor, size: int) -> Tensor:
+    """torchvision's `center_crop` of a frame at least `size` on each side."""
+    height, width = frames.shape[-2:]
+    top, left = int(round((height - size) / 2.0)), int(round((width - size) / 2.0))
+    return frames[..., top : top + size, left : left + size]
 
 
 def _to_unit_float(frames: Tensor) -> Tensor:
@@ -107,7 +149,9 @@ def _to_unit_float(frames: Tensor) -> Tensor:
 def _finish(frames: Tensor, normalize: bool) -> Tensor:
     """(T, C, H, W) float in [0, 1] -> normalised (C, T, H, W) contiguous float32."""
     if normalize:
-        frames = tvf.normalize(frames, list(IMAGENET_MEAN), list(IMAGENET_STD))
+        mean = torch.tensor(IMAGENET_MEAN, dtype=frames.dtype).view(3, 1, 1)
+        std = torch.tensor(IMAGENET_STD, dtype=frames.dtype).view(3, 1, 1)
+        frames = (frames - mean) / std
     return frames.permute(1, 0, 2, 3).contiguous()
 
 
@@ -168,15 +212,21 @@ def adjust_hue(frames: Tensor, hue_factor: float) -> Tensor:
     return out
 
 
+# The factor of each jitter operation that leaves an image unchanged.
+_IDENTITY = {"brightness": 1.0, "contrast": 1.0, "saturation": 1.0, "hue": 0.0}
+
+
 def _jitter_op(frames: Tensor, op: int, params: ClipAugmentParams) -> Tensor:
     name = JITTER_OPS[op]
+    if getattr(params, name) == _IDENTITY[name]:
+        return frames  # strength 0: the op would only cost time
     if name == "brightness":
-        return tvf.adjust_brightness(frames, params.brightness)
+        return adjust_brightness(frames, params.brightness)
     if name == "contrast":
         # Per-frame grey mean, as the original's per-image PIL contrast does.
-        return tvf.adjust_contrast(frames, params.contrast)
+        return adjust_contrast(frames, params.contrast)
     if name == "saturation":
-        return tvf.adjust_saturation(frames, params.saturation)
+        return adjust_saturation(frames, params.saturation)
     return adjust_hue(frames, params.hue)
 
 
@@ -305,7 +355,7 @@ class ClipEval:
     def __call__(self, clip: Tensor | np.ndarray) -> Tensor:
         """Centre-crop a uint8 (T, H, W, 3) clip; returns float32 (3, T, crop_size, crop_size)."""
         frames = _resize_short(_as_frames(clip), self.resize_short)
-        frames = tvf.center_crop(frames, [self.crop_size, self.crop_size])
+        frames = _centre_crop(frames, self.crop_size)
         return _finish(_to_unit_float(frames), self.normalize)
 
 

@@ -21,8 +21,13 @@ STAGES: list[tuple[str, str, str]] = [
     ("splits", "vtdl.data.splits", "turn official split files into canonical train/test lists"),
     ("pretrain", "vtdl.pretrain", "pretrain an encoder (moco, moco_td, vtdl or supervised)"),
     ("finetune", "vtdl.downstream.finetune", "fine-tune an encoder (or scratch) and test it"),
-    ("linear", "vtdl.downstream.linear", "linear probe on frozen features, tested as fine-tuning"),
-    ("retrieval", "vtdl.downstream.retrieval", "nearest-neighbour video retrieval, R@k"),
+    ("features", "vtdl.downstream.features", "frozen-encoder clip features (linear, retrieval)"),
+    ("linear", "vtdl.downstream.linear", "linear probe on cached features, tested as fine-tuning"),
+    (
+        "retrieval",
+        "vtdl.downstream.retrieval",
+        "nearest-neighbour video retrieval on cached features",
+    ),
     ("report", "vtdl.report", "tables and plots rebuilt from the MLflow store alone"),
 ]
 

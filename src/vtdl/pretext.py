@@ -100,6 +100,13 @@ class TemporalMoCo(nn.Module):
             original computes it but does not add it; it is logged whenever a negative is used).
         triplet_margin: margin of that triplet loss (default 1.0).
         generator: random generator for the initial queue (default: torch's global one).
+        bn_splits: shuffle-BN in one process (default 1: off). Each of the three batches goes
+            through its encoder in `bn_splits` groups, so batch norm normalises each clip with
+            the statistics of its group only, and the positives are shuffled before they are
+            grouped (and unshuffled after). Without it a key shares its batch-norm statistics
+            with its query, and the model can tell the current batch's keys from the queue's
+            older ones by those statistics instead of by content (MoCo's "cheating" through BN;
+            MoCo shuffles across GPUs, its one-GPU CIFAR demo splits the batch like this).
 
     Order of one training step (forward, then the caller's backward and optimizer step):
         1. EMA-update f_k from f_q. The original updates f_k right after the optimizer step;
@@ -126,8 +133,12 @@ class TemporalMoCo(nn.Module):
         triplet_weight: float = 0.0,
         triplet_margin: float = 1.0,
         generator: torch.Generator | None = None,
+        bn_splits: int = 1,
     ) -> None:
         super().__init__()
+        if bn_splits < 1:
+            raise ValueError(f"bn_splits must be at least 1, got {bn_splits}")
+        self.bn_splits = bn_splits
         if queue_size < 1:
             raise ValueError(f"queue_size must be at least 1, got {queue_size}")
         if not 0.0 <= momentum <= 1.0:
@@ -200,11 +211,25 @@ class TemporalMoCo(nn.Module):
         self.queue.index_copy_(0, rows % queue_size, keys[skipped:].to(self.queue.dtype))
         self.queue_ptr.add_(batch).remainder_(queue_size)
 
+    def _grouped(self, encoder: nn.Module, clips: Tensor) -> Tensor:
+        """encoder(clips), batch norm over `bn_splits` groups of consecutive clips."""
+        if self.bn_splits == 1 or not self.training:
+            return encoder(clips)
+        return torch.cat([encoder(group) for group in clips.chunk(self.bn_splits)])
+
     def _key_embeddings(self, positive: Tensor) -> Tensor:
-        """k = f_k(positive), a constant target (with several processes, shuffle-BN wraps this
-        call; see `_gather_keys`)."""
+        """k = f_k(positive), a constant target; with `bn_splits` > 1 the positives are
+        grouped in a random order (shuffle-BN), so a key's batch-norm group is not its
+        query's (with several processes, shuffle-BN across ranks goes here; see
+        `_gather_keys`)."""
         with torch.no_grad():
-            return self.encoder_k(positive)
+            if self.bn_splits == 1 or not self.training:
+                return self.encoder_k(positive)
+            order = torch.randperm(positive.shape[0], device=positive.device)
+            shuffled = self._grouped(self.encoder_k, positive[order])
+            keys = torch.empty_like(shuffled)
+            keys[order] = shuffled  # back to the batch order
+            return keys
 
     def forward(
         self, anchor: Tensor, positive: Tensor, negative: Tensor | None = None
@@ -228,11 +253,11 @@ class TemporalMoCo(nn.Module):
         if self.training:
             self._momentum_update_key_encoder()
 
-        q = self.encoder_q(anchor)
+        q = self._grouped(self.encoder_q, anchor)
         k = self._key_embeddings(positive)
         # The negative goes through f_q in its own pass (not concatenated with the anchor), as
         # in the original: each pass normalises with its own batch statistics.
-        n = self.encoder_q(negative) if negative is not None else None
+        n = self._grouped(self.encoder_q, negative) if negative is not None else None
 
         # A snapshot of the queue: autograd keeps it for the gradient of q, and the enqueue
         # below overwrites the buffer in place before backward runs.

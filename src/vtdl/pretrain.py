@@ -41,7 +41,7 @@ from vtdl.checkpoint import (
 )
 from vtdl.config import load_settings
 from vtdl.data.clips import read_list
-from vtdl.data.triplets import TripletDataset
+from vtdl.data.triplets import EpochShuffle, TripletDataset
 from vtdl.errors import VtdlError
 from vtdl.fsutil import atomic_write_json, sha256_file
 from vtdl.models import BackboneWithHead, ClassifierHead, build_backbone
@@ -89,6 +89,7 @@ def build_model(
         tau=settings["tau"],
         use_negative=method_spec(method).temporal_negative,
         generator=torch.Generator().manual_seed(seed),
+        bn_splits=settings.get("bn_splits", 1),
     )
 
 
@@ -137,6 +138,8 @@ class _Job:
             negative_rule=settings["negative"],
             min_gap=settings["min_gap"],
         )
+        self.sampler = EpochShuffle(len(self.dataset), self.seed)
+        self.loader: DataLoader | None = None
         self.steps_per_epoch = len(entries) // batch  # drop_last: every step sees a full batch
         self.model = build_model(
             self.method, self.backbone_name, settings, self.num_classes, self.seed
@@ -190,20 +193,23 @@ class _Job:
     # ------------------------------------------------------------------ training
 
     def _loader(self) -> DataLoader:
-        self.dataset.set_epoch(self.epoch)
-        order = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        workers = self.settings["num_workers"]
-        return DataLoader(
-            self.dataset,
-            batch_size=self.settings["batch_size"],
-            shuffle=True,
-            generator=order,
-            drop_last=True,
-            num_workers=workers,
-            pin_memory=self.runtime.device.type == "cuda",
-            persistent_workers=False,
-            prefetch_factor=4 if workers else None,
-        )
+        """The epoch's loader. One loader for the whole run: its worker processes persist
+        across epochs (no re-spawn, no second import of torch each epoch); the epoch reaches
+        them through the sampler's (epoch, index) keys."""
+        self.sampler.epoch = self.epoch
+        if self.loader is None:
+            workers = self.settings["num_workers"]
+            self.loader = DataLoader(
+                self.dataset,
+                batch_size=self.settings["batch_size"],
+                sampler=self.sampler,
+                drop_last=True,
+                num_workers=workers,
+                pin_memory=self.runtime.device.type == "cuda",
+                persistent_workers=workers > 0,
+                prefetch_factor=4 if workers else None,
+            )
+        return self.loader
 
     def _forward(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, Any]:
         to = self.runtime.to_device

@@ -1,6 +1,8 @@
 # Downstream evaluation: fine-tuning, linear probe and retrieval of every encoder of the
 # pretrain grid plus the `scratch` baseline, on every downstream data set x split x seed.
 # Output results/<protocol>/<ds>/split<k>/<method>_<backbone>_s<seed>.json (metrics + run id).
+# The frozen-feature protocols share one cached `features` job per encoder x data set x split
+# (results/features/..., the test videos are encoded once); they read only that file.
 # The grid logic (targets, per-protocol settings, options) is vtdl.downstream.grid; each rule
 # gets only the settings its protocol uses, so editing one protocol's section re-runs only it.
 from vtdl.downstream import grid as downstream_grid
@@ -15,6 +17,7 @@ downstream_targets = lambda: downstream_grid.targets(config)
 DOWNSTREAM_CODE = [
     "downstream/__init__.py",
     "downstream/common.py",
+    "downstream/job.py",
     "metrics.py",
     "augment.py",
     "runtime.py",
@@ -58,23 +61,56 @@ rule finetune:
         " --settings {params.settings:q} --out {output:q} --threads {threads} > {log:q} 2>&1"
 
 
-rule linear:
+rule features:
     input:
         encoder=lambda w: downstream_grid.encoder_path(config, w.method, w.backbone, w.seed) or [],
         lists="data/splits/{ds}",
         frames=lambda w: expand("data/frames/{ds}/{shard}", ds=w.ds, shard=shards(w.ds)),
-        code=code("downstream/linear.py", *DOWNSTREAM_CODE),
+        code=code("downstream/features.py", "downstream/cached.py", *DOWNSTREAM_CODE),
     output:
-        "results/linear/{ds}/split{split}/{method}_{backbone}_s{seed}.json",
+        downstream_grid.FEATURES,
     params:
         vtdl=VTDL,
         args=lambda w: downstream_grid.command_options(config, w),
-        settings=downstream_grid.settings_json(config, "linear"),
+        settings=downstream_grid.settings_json(config, "features"),
     wildcard_constraints:
         split=r"\d+",
     threads: 1
     resources:
         gpu=1,
+    conda:
+        ENV
+    log:
+        "logs/features/{ds}/split{split}/{method}_{backbone}_s{seed}.log",
+    benchmark:
+        "benchmarks/features/{ds}/split{split}/{method}_{backbone}_s{seed}.tsv"
+    shell:
+        "{params.vtdl} features {params.args}"
+        " --settings {params.settings:q} --out {output:q} --threads {threads} > {log:q} 2>&1"
+
+
+# What the jobs that read cached features run (no torch, no model code).
+CACHED_CODE = [
+    "downstream/__init__.py",
+    "downstream/cached.py",
+    "downstream/job.py",
+    "metrics.py",
+    "tracking.py",
+    "config.py",
+]
+
+
+rule linear:
+    input:
+        features=downstream_grid.FEATURES,
+        code=code("downstream/linear.py", *CACHED_CODE),
+    output:
+        "results/linear/{ds}/split{split}/{method}_{backbone}_s{seed}.json",
+    params:
+        vtdl=VTDL,
+        settings=downstream_grid.settings_json(config, "linear"),
+    wildcard_constraints:
+        split=r"\d+",
     conda:
         ENV
     log:
@@ -82,27 +118,21 @@ rule linear:
     benchmark:
         "benchmarks/linear/{ds}/split{split}/{method}_{backbone}_s{seed}.tsv"
     shell:
-        "{params.vtdl} linear {params.args}"
-        " --settings {params.settings:q} --out {output:q} --threads {threads} > {log:q} 2>&1"
+        "{params.vtdl} linear --features {input.features:q}"
+        " --settings {params.settings:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule retrieval:
     input:
-        encoder=lambda w: downstream_grid.encoder_path(config, w.method, w.backbone, w.seed) or [],
-        lists="data/splits/{ds}",
-        frames=lambda w: expand("data/frames/{ds}/{shard}", ds=w.ds, shard=shards(w.ds)),
-        code=code("downstream/retrieval.py", *DOWNSTREAM_CODE),
+        features=downstream_grid.FEATURES,
+        code=code("downstream/retrieval.py", *CACHED_CODE),
     output:
         "results/retrieval/{ds}/split{split}/{method}_{backbone}_s{seed}.json",
     params:
         vtdl=VTDL,
-        args=lambda w: downstream_grid.command_options(config, w),
         settings=downstream_grid.settings_json(config, "retrieval"),
     wildcard_constraints:
         split=r"\d+",
-    threads: 1
-    resources:
-        gpu=1,
     conda:
         ENV
     log:
@@ -110,5 +140,5 @@ rule retrieval:
     benchmark:
         "benchmarks/retrieval/{ds}/split{split}/{method}_{backbone}_s{seed}.tsv"
     shell:
-        "{params.vtdl} retrieval {params.args}"
-        " --settings {params.settings:q} --out {output:q} --threads {threads} > {log:q} 2>&1"
+        "{params.vtdl} retrieval --features {input.features:q}"
+        " --settings {params.settings:q} --out {output:q} > {log:q} 2>&1"

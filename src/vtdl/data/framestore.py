@@ -18,6 +18,7 @@ index_offset + 8 * (num_frames + 1), which catches truncation when the file is o
 
 from __future__ import annotations
 
+import functools
 import os
 import struct
 import warnings
@@ -29,11 +30,6 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-
-try:
-    from torchvision.io import ImageReadMode, decode_jpeg
-except ImportError:  # pragma: no cover - a future torchvision without image codecs
-    decode_jpeg = None
 
 from vtdl.errors import VtdlError
 from vtdl.fsutil import atomic_path
@@ -52,6 +48,17 @@ warnings.filterwarnings(
     message="The image decoding and encoding capabilities of TorchVision are deprecated",
     category=DeprecationWarning,
 )
+
+
+@functools.cache
+def _torchvision_jpeg_decoder() -> Any:
+    """torchvision's batched JPEG decoder, or None. Imported on first use: torchvision costs
+    about 1.5 s of CPU to import, which a job reading raw frames must not pay."""
+    try:
+        from torchvision.io import ImageReadMode, decode_jpeg
+    except ImportError:  # pragma: no cover - a future torchvision without image codecs
+        return None
+    return lambda blobs: decode_jpeg(blobs, mode=ImageReadMode.RGB)
 
 
 def frame_file_path(frames_root: str | os.PathLike, rel_path: str) -> Path:
@@ -317,8 +324,9 @@ class FrameFile:
                 blobs.append(blob)
                 indices.append(int(i))
         try:
+            decode_jpeg = _torchvision_jpeg_decoder()
             if decode_jpeg is not None:
-                decoded = decode_jpeg(blobs, mode=ImageReadMode.RGB)
+                decoded = decode_jpeg(blobs)
             else:  # pragma: no cover
                 decoded = [_decode_with_pillow(blob) for blob in blobs]
         except (RuntimeError, OSError) as err:

@@ -46,6 +46,7 @@ __all__ = [
     "NEGATIVE_RULES",
     "ORIGINAL_SAMPLER_CLIP_LEN",
     "SAMPLERS",
+    "EpochShuffle",
     "TripletDataset",
     "clip_span",
     "last_start",
@@ -176,6 +177,26 @@ def sample_triplet(
     )
 
 
+class EpochShuffle(torch.utils.data.Sampler):
+    """A seeded random order per epoch, yielding (epoch, index) keys for `TripletDataset`.
+
+    The order of epoch e is a permutation drawn from (seed, e) alone, so a run resumed at an
+    epoch boundary sees the same order; the sampler lives in the main process, so setting
+    `epoch` there reaches persistent workers through the keys.
+    """
+
+    def __init__(self, size: int, seed: int) -> None:
+        self.size, self.seed, self.epoch = size, seed, 0
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self):
+        order = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        epoch = self.epoch
+        return iter([(epoch, int(i)) for i in torch.randperm(self.size, generator=order)])
+
+
 class TripletDataset(Dataset):
     """Temporal triplets of the videos of a canonical split list, read from their frame files.
 
@@ -186,7 +207,9 @@ class TripletDataset(Dataset):
 
     Randomness is a pure function of (seed, epoch, index): the same item is drawn whatever the
     number of DataLoader workers, and a run resumed at an epoch boundary draws exactly what an
-    uninterrupted one would. Call `set_epoch` before iterating each epoch.
+    uninterrupted one would. The key of an item is its index (with the epoch set by
+    `set_epoch`) or an (epoch, index) pair, which `EpochShuffle` yields so that persistent
+    loader workers, whose copy of the dataset never sees `set_epoch`, draw the right epoch.
 
     Args:
         list_file, frames_root: canonical list CSV and the folder its paths are relative to.
@@ -230,9 +253,10 @@ class TripletDataset(Dataset):
     def __len__(self) -> int:
         return len(self.clips)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        epoch, index = key if isinstance(key, tuple) else (self.epoch, key)
         entry = self.clips.entries[index]
-        rng = np.random.default_rng([self.seed, self.epoch, index])
+        rng = np.random.default_rng([self.seed, epoch, index])
         generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
         with self.clips._open(entry) as frames:
             anchor, negative = sample_triplet(

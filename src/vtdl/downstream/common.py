@@ -1,26 +1,18 @@
-"""What the three downstream protocols share: the job, its data, multi-clip outputs, results.
+"""What the protocols that run an encoder share: the job, its data, multi-clip outputs.
 
-A downstream job evaluates one encoder (or a freshly initialised backbone: `scratch`) on one
-downstream data set and split. `prepare_job` resolves the command line into a `Job`: the
-backbone, the split lists, the labelled subset, the runtime and the MLflow params and tags
-agreed in the contract. The protocols then use `clip_outputs` (one row per video, one column
-per clip, for any per-clip function), `classification_report` (1-clip and N-clip video-level
-metrics) and `finish` (confusion artifacts, result JSON).
-
-Labelled subset: `labels_per_class` training videos per class, drawn with a generator seeded
-by (seed, label) alone, so a class's draw does not depend on the other classes or the list
-order; a class with fewer videos contributes all of them; 0 means every training video.
+`prepare_job` resolves the command line into a `Job` (a `vtdl.downstream.job.JobSpec` plus
+the backbone, the split lists, the frames and the runtime). The protocols then use
+`clip_outputs` (one row per video, one column per clip, for any per-clip function) and
+`classification_report` (1-clip and N-clip video-level metrics); `finish` and
+`log_confusion` (from `job`) record the result.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import tempfile
-from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,75 +21,42 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from vtdl import tracking
 from vtdl.augment import ClipAugment, ClipEval
 from vtdl.checkpoint import load_encoder
-from vtdl.config import load_settings
 from vtdl.data.clips import ClipDataset, VideoEntry, read_list
+from vtdl.downstream.job import (
+    METHODS,
+    SCRATCH,
+    JobSpec,
+    finish,
+    labelled_subset,
+    log_confusion,
+    read_classes,
+    resolve_settings,
+)
 from vtdl.errors import VtdlError
-from vtdl.fsutil import atomic_write_json, sha256_file
+from vtdl.fsutil import sha256_file
 from vtdl.metrics import (
     average_clip_probabilities,
     classification_metrics,
     confusion_matrix,
     ranking,
-    write_confusion_png,
 )
 from vtdl.models import build_backbone, global_average_pool
 from vtdl.progress import progress
 from vtdl.runtime import Runtime, seed_everything, select_runtime
 
-PROTOCOLS = ("finetune", "linear", "retrieval")
-SCRATCH = "scratch"
-METHODS = (SCRATCH, "moco", "moco_td", "vtdl", "supervised")
-CLASSIFICATION_METRICS = ("top1", "top5", "meanclass")
-
-
-# ----------------------------------------------------------------------------------------------
-# Labelled subset and class names
-# ----------------------------------------------------------------------------------------------
-
-
-def labelled_subset(entries: Sequence[VideoEntry], labels_per_class: int, seed: int) -> list[int]:
-    """Indices (sorted) into `entries` of `labels_per_class` videos per class, drawn from `seed`.
-
-    Each class draws with its own generator seeded by (seed, label), without replacement; a
-    class with at most `labels_per_class` videos keeps them all; 0 keeps every video.
-    """
-    if labels_per_class < 0:
-        raise VtdlError(f"downstream.labels_per_class must be >= 0, got {labels_per_class}")
-    by_label: dict[int, list[int]] = defaultdict(list)
-    for index, entry in enumerate(entries):
-        by_label[entry.label].append(index)
-    chosen: list[int] = []
-    for label in sorted(by_label):
-        indices = by_label[label]
-        if labels_per_class == 0 or len(indices) <= labels_per_class:
-            chosen.extend(indices)
-            continue
-        rng = np.random.default_rng([seed, label])
-        picked = rng.choice(len(indices), size=labels_per_class, replace=False)
-        chosen.extend(indices[i] for i in picked)
-    return sorted(chosen)
-
-
-def read_classes(path: Path) -> list[str]:
-    """Class names by label from a `label,class` classes.csv written by `vtdl splits`."""
-    try:
-        with open(path, encoding="utf-8", newline="") as f:
-            rows = list(csv.reader(f))
-    except FileNotFoundError:
-        raise VtdlError(f"{path}: classes file not found (run vtdl splits?)") from None
-    if not rows or rows[0] != ["label", "class"]:
-        raise VtdlError(f"{path} line 1: expected header label,class")
-    names: list[str] = []
-    for line, row in enumerate(rows[1:], start=2):
-        if len(row) != 2 or row[0] != str(len(names)):
-            raise VtdlError(f"{path} line {line}: expected label {len(names)} and a class name")
-        names.append(row[1])
-    if not names:
-        raise VtdlError(f"{path}: no classes")
-    return names
+__all__ = [
+    "Job",
+    "add_arguments",
+    "classification_report",
+    "clip_outputs",
+    "finish",
+    "labelled_subset",
+    "log_confusion",
+    "prepare_job",
+    "read_classes",
+]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -105,29 +64,17 @@ def read_classes(path: Path) -> list[str]:
 # ----------------------------------------------------------------------------------------------
 
 
-@dataclass
-class Job:
-    """One downstream job, resolved from the command line and the `downstream` settings."""
+@dataclass(kw_only=True)
+class Job(JobSpec):
+    """A downstream job that runs its encoder: the spec plus backbone, lists, frames, runtime."""
 
-    protocol: str
-    dataset: str
-    split: int
-    seed: int
-    method: str
-    backbone_name: str
     backbone: nn.Module
-    encoder_path: str  # "none" for scratch
     encoder_record: dict[str, Any] | None
-    settings: dict[str, Any]
     runtime: Runtime
     lists: Path
     frames: Path
-    out: Path
-    classes: list[str]
     train_entries: list[VideoEntry]
     test_entries: list[VideoEntry]
-    pretrain_dataset: str | None
-    extra_params: dict[str, Any] = field(default_factory=dict)
 
     @property
     def train_list(self) -> Path:
@@ -136,61 +83,6 @@ class Job:
     @property
     def test_list(self) -> Path:
         return self.lists / f"split{self.split}" / "test.csv"
-
-    @property
-    def prefix(self) -> str:
-        """Metric name prefix: `<dataset>/split<k>/<protocol>`."""
-        return f"{self.dataset}/split{self.split}/{self.protocol}"
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    @property
-    def test_clips(self) -> int:
-        return int(self.settings["test_clips"])
-
-    def labelled_indices(self) -> list[int]:
-        return labelled_subset(self.train_entries, self.settings["labels_per_class"], self.seed)
-
-    def tags(self) -> dict[str, Any]:
-        """The contract's tags (None values are not set)."""
-        source = (self.encoder_record or {}).get("source", {})
-        return {
-            "dataset": self.dataset,
-            "split": self.split,
-            "seed": self.seed,
-            "backbone": self.backbone_name,
-            "method": self.method,
-            "pretrain_dataset": self.pretrain_dataset,
-            "pretrain_run_id": source.get("mlflow_run_id") or None,
-        }
-
-    def params(self) -> dict[str, Any]:
-        """Everything the result depends on: MLflow params and the resume digest."""
-        return {
-            "protocol": self.protocol,
-            "dataset": self.dataset,
-            "split": self.split,
-            "seed": self.seed,
-            "method": self.method,
-            "backbone": self.backbone_name,
-            "encoder": self.encoder_path,
-            "encoder_sha256": (
-                sha256_file(self.encoder_path) if self.encoder_path != "none" else "none"
-            ),
-            "train_list_sha256": sha256_file(self.train_list),
-            "test_list_sha256": sha256_file(self.test_list),
-            "num_classes": self.num_classes,
-            **self.extra_params,
-            **self.settings,
-        }
-
-    def run_name(self) -> str:
-        return (
-            f"{self.protocol} {self.dataset} split{self.split} {self.method} "
-            f"{self.backbone_name} s{self.seed}"
-        )
 
     # -- data ----------------------------------------------------------------------------------
 
@@ -243,21 +135,6 @@ class Job:
         return lambda clips: global_average_pool(self.backbone(clips))
 
 
-def _resolve_settings(value: str, protocol: str) -> dict[str, Any]:
-    settings = load_settings(value, "downstream")
-    if settings["resize_short"] < settings["crop_size"]:
-        raise VtdlError(
-            f"--settings: downstream.resize_short ({settings['resize_short']}) is smaller than "
-            f"downstream.crop_size ({settings['crop_size']})"
-        )
-    if protocol in ("finetune", "linear") and protocol not in settings:
-        raise VtdlError(f"--settings: downstream.{protocol}: the section is missing")
-    # Only what this protocol uses: the grid and the other protocols' sections do not change
-    # its result (and would otherwise restart a resumable job when edited).
-    drop = {"datasets", "splits", *(p for p in ("finetune", "linear") if p != protocol)}
-    return {k: v for k, v in settings.items() if k not in drop}
-
-
 def _check_same(what: str, given: Any, recorded: Any, path: str) -> None:
     if given is not None and recorded is not None and str(given) != str(recorded):
         raise VtdlError(
@@ -268,7 +145,7 @@ def _check_same(what: str, given: Any, recorded: Any, path: str) -> None:
 
 def prepare_job(args: argparse.Namespace, protocol: str) -> Job:
     """Resolve the command line: settings, encoder (or scratch backbone), lists, runtime."""
-    settings = _resolve_settings(args.settings, protocol)
+    settings = resolve_settings(args.settings, protocol)
     if args.threads:
         torch.set_num_threads(args.threads)
     lists, frames = Path(args.lists), Path(args.frames)
@@ -323,6 +200,7 @@ def prepare_job(args: argparse.Namespace, protocol: str) -> Job:
             raise VtdlError(f"--encoder {path}: records no method/seed; give --method and --seed")
         seed = int(seed)
     runtime = select_runtime(settings["device"], settings["amp"], settings["channels_last"])
+    source = (record or {}).get("source", {})
     return Job(
         protocol=protocol,
         dataset=args.dataset,
@@ -330,18 +208,23 @@ def prepare_job(args: argparse.Namespace, protocol: str) -> Job:
         seed=seed,
         method=method,
         backbone_name=backbone_name,
-        backbone=backbone,
         encoder_path=str(args.encoder),
-        encoder_record=record,
+        encoder_sha256=sha256_file(args.encoder) if args.encoder != "none" else "none",
+        pretrain_run_id=source.get("mlflow_run_id") or None,
+        pretrain_dataset=pretrain_dataset,
         settings=settings,
+        out=Path(args.out),
+        classes=classes,
+        train_labels=[e.label for e in train_entries],
+        train_list_sha256=sha256_file(lists / f"split{args.split}" / "train.csv"),
+        test_list_sha256=sha256_file(lists / f"split{args.split}" / "test.csv"),
+        backbone=backbone,
+        encoder_record=record,
         runtime=runtime,
         lists=lists,
         frames=frames,
-        out=Path(args.out),
-        classes=classes,
         train_entries=train_entries,
         test_entries=test_entries,
-        pretrain_dataset=pretrain_dataset,
     )
 
 
@@ -443,31 +326,3 @@ def classification_report(
             confusion = confusion_matrix(labels, ranking(scores)[:, 0], job.num_classes)
     assert confusion is not None
     return metrics, confusion
-
-
-def log_confusion(run: tracking.Run, job: Job, confusion: np.ndarray) -> None:
-    """Artifacts confusion_<N>clip.png, confusion_<N>clip.json (rows = true) and classes.json."""
-    n = job.test_clips
-    with tempfile.TemporaryDirectory(prefix="vtdl-confusion-") as tmp:
-        folder = Path(tmp)
-        write_confusion_png(
-            confusion,
-            job.classes,
-            folder / f"confusion_{n}clip.png",
-            title=f"{job.prefix} {job.method} {job.backbone_name} s{job.seed} ({n}-clip)",
-        )
-        (folder / f"confusion_{n}clip.json").write_text(json.dumps(confusion.tolist()) + "\n")
-        (folder / "classes.json").write_text(json.dumps(job.classes) + "\n")
-        for path in sorted(folder.iterdir()):
-            run.log_artifact(path)
-
-
-def finish(run: tracking.Run, job: Job, metrics: dict[str, float], step: int = 0) -> dict:
-    """Log the final metrics and write the result JSON (atomically); returns the result."""
-    run.log_metrics(metrics, step=step)
-    run.flush()
-    result = {"mlflow_run_id": run.run_id, "metrics": dict(sorted(metrics.items()))}
-    atomic_write_json(job.out, result)
-    summary = ", ".join(f"{k.removeprefix(job.prefix + '/')} {v:.3f}" for k, v in metrics.items())
-    print(f"{job.run_name()}: {summary}", flush=True)
-    return result

@@ -10,12 +10,12 @@ import json
 import shlex
 from typing import Any
 
+from vtdl.downstream.job import PROTOCOLS, SECTIONS
 from vtdl.errors import VtdlError
 
-PROTOCOLS = ("finetune", "linear", "retrieval")
-# Protocol sections of `downstream`; retrieval has none.
-SECTIONS = ("finetune", "linear")
 RESULT = "results/{protocol}/{ds}/split{split}/{method}_{backbone}_s{seed}.json"
+# The cached frozen-encoder features that the linear probe and retrieval read (a rule pattern).
+FEATURES = "results/features/{ds}/split{split}/{method}_{backbone}_s{seed}.npz"
 
 
 def methods(config: dict) -> list[str]:
@@ -54,13 +54,13 @@ def targets(config: dict, protocols: tuple[str, ...] = PROTOCOLS) -> list[str]:
 
 
 def settings_json(config: dict, protocol: str) -> str:
-    """The `downstream` section as one protocol's jobs see it, as JSON.
+    """The `downstream` section as one protocol's (or the features') jobs see it, as JSON.
 
     The grid (datasets, splits) and the other protocols' sections are left out: Snakemake
     re-runs a job when its params change, and editing them must not re-run jobs that do not
     use them (adding a data set must not re-run every fine-tune).
     """
-    if protocol not in PROTOCOLS:
+    if protocol not in (*PROTOCOLS, "features"):
         raise ValueError(f"unknown protocol {protocol!r}")
     drop = {"datasets", "splits", *(s for s in SECTIONS if s != protocol)}
     section = config["downstream"]

@@ -1,17 +1,17 @@
-"""`vtdl linear`: a linear classifier on frozen encoder features.
+"""`vtdl linear`: a linear classifier on frozen encoder features (read from `vtdl features`).
 
-- Encoder frozen in eval mode (batch norm uses its running statistics); a feature is the global
-  average pool of the last feature map.
-- Training features: for each video of the labelled subset, the MEAN feature of
-  `linear.train_clips` uniformly spaced, centre-cropped clips. Uniform clips rather than random
-  augmented ones keep the probe deterministic and cheap (one pass, no augmentation noise to
-  average away), and averaging several clips covers the whole video as the test does.
+- The features are those of the encoder in eval mode (global average pool of the last feature
+  map), cached once per encoder by `vtdl features`; this job imports no torch.
+- Training features: for each video of the labelled subset, the MEAN feature of its
+  `test_clips` uniformly spaced, centre-cropped clips. Uniform clips rather than random
+  augmented ones keep the probe deterministic and cheap (no augmentation noise to average
+  away), and averaging clips covers the whole video as the test does.
 - Features are standardised with the training features' mean and standard deviation.
 - The classifier is multinomial logistic regression, trained full-batch in float64 with
-  L-BFGS (strong-Wolfe line search) on mean cross-entropy + weight_decay/2 * ||W||^2
-  (bias not decayed), from zero weights: a convex problem with one answer, no seed involved.
+  L-BFGS on mean cross-entropy + weight_decay/2 * ||W||^2 (bias not decayed), from zero
+  weights: a convex problem with one answer, no seed involved.
 - Test: each clip's feature goes through the classifier; video scores average the softmax of
-  the centre clip (1clip) or of `test_clips` uniform clips (Nclip).
+  the centre clip (1clip) or of the `test_clips` uniform clips (Nclip).
 """
 
 from __future__ import annotations
@@ -21,14 +21,23 @@ import json
 from typing import Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import Tensor
 
 from vtdl import tracking
-from vtdl.downstream import common
+from vtdl.downstream import cached
+from vtdl.downstream.job import finish, log_confusion
+from vtdl.metrics import (
+    average_clip_probabilities,
+    classification_metrics,
+    confusion_matrix,
+    ranking,
+)
 
 PROTOCOL = "linear"
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
 
 
 def fit_linear(
@@ -36,30 +45,34 @@ def fit_linear(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Multinomial logistic regression on (N, D) features; returns (W (D, C), b (C,)).
 
-    Deterministic: float64, full batch, zero start, L-BFGS.
+    Deterministic: float64, full batch, zero start, L-BFGS (scipy) with the exact gradient.
     """
-    x = torch.as_tensor(features, dtype=torch.float64)
-    y = torch.as_tensor(labels, dtype=torch.long)
-    weight = torch.zeros(x.shape[1], num_classes, dtype=torch.float64, requires_grad=True)
-    bias = torch.zeros(num_classes, dtype=torch.float64, requires_grad=True)
-    optimizer = torch.optim.LBFGS(
-        [weight, bias],
-        lr=1.0,
-        max_iter=max_iter,
-        tolerance_grad=1e-9,
-        tolerance_change=1e-12,
-        history_size=20,
-        line_search_fn="strong_wolfe",
+    from scipy.optimize import minimize  # a tenth of a second; only this job needs it
+
+    x = np.asarray(features, dtype=np.float64)
+    y = np.asarray(labels, dtype=np.int64)
+    n, dim = x.shape
+    onehot = np.zeros((n, num_classes))
+    onehot[np.arange(n), y] = 1.0
+
+    def loss_and_grad(flat: np.ndarray) -> tuple[float, np.ndarray]:
+        weight, bias = flat[: dim * num_classes].reshape(dim, num_classes), flat[-num_classes:]
+        log_p = _log_softmax(x @ weight + bias)
+        loss = -(log_p * onehot).sum() / n + 0.5 * weight_decay * float((weight**2).sum())
+        residual = (np.exp(log_p) - onehot) / n
+        grad_w = x.T @ residual + weight_decay * weight
+        return loss, np.concatenate([grad_w.ravel(), residual.sum(axis=0)])
+
+    start = np.zeros(dim * num_classes + num_classes)
+    result = minimize(
+        loss_and_grad,
+        start,
+        jac=True,
+        method="L-BFGS-B",
+        options={"maxiter": max_iter, "gtol": 1e-9, "ftol": 1e-12, "maxcor": 20},
     )
-
-    def closure() -> Tensor:
-        optimizer.zero_grad()
-        loss = F.cross_entropy(x @ weight + bias, y) + 0.5 * weight_decay * weight.pow(2).sum()
-        loss.backward()
-        return loss
-
-    optimizer.step(closure)
-    return weight.detach().numpy(), bias.detach().numpy()
+    flat = result.x
+    return flat[: dim * num_classes].reshape(dim, num_classes), flat[-num_classes:]
 
 
 class Standardiser:
@@ -75,24 +88,18 @@ class Standardiser:
 
 def linear_probe(args: argparse.Namespace) -> dict[str, Any]:
     """Run one linear-probe job; returns the result written to `--out`."""
-    job = common.prepare_job(args, PROTOCOL)
+    job, features = cached.prepare(args, PROTOCOL)
     probe = job.settings[PROTOCOL]
     indices = job.labelled_indices()
     job.extra_params = {"num_train_videos": len(indices)}
-    features_of = job.backbone_features()
     with tracking.start_run(PROTOCOL, job.params(), job.tags(), run_name=job.run_name()) as run:
         print(
-            f"{job.run_name()}: {len(indices)} labelled videos, features of "
-            f"{probe['train_clips']} clips each; MLflow run {run.run_id}",
+            f"{job.run_name()}: {len(indices)} labelled videos, mean features of "
+            f"{job.test_clips} clips each; MLflow run {run.run_id}",
             flush=True,
         )
-        clip_features, labels = common.clip_outputs(
-            features_of,
-            job.eval_dataset("train", probe["train_clips"], indices),
-            job,
-            "linear train features",
-        )
-        train_features = clip_features.astype(np.float64).mean(axis=1)
+        labels = features.train_labels[indices]
+        train_features = features.train[indices].astype(np.float64).mean(axis=1)
         standardise = Standardiser(train_features)
         weight, bias = fit_linear(
             standardise(train_features),
@@ -101,27 +108,38 @@ def linear_probe(args: argparse.Namespace) -> dict[str, Any]:
             probe["weight_decay"],
             probe["max_iter"],
         )
-        train_logits = standardise(train_features) @ weight + bias
-        train_top1 = float((train_logits.argmax(axis=1) == labels).mean())
-        train_loss = float(
-            F.cross_entropy(torch.from_numpy(train_logits), torch.from_numpy(labels).long())
-        )
+        train_log_p = _log_softmax(standardise(train_features) @ weight + bias)
         run.log_metrics(
-            {f"{job.prefix}/train_loss": train_loss, f"{job.prefix}/train_top1": train_top1},
+            {
+                f"{job.prefix}/train_loss": float(
+                    -train_log_p[np.arange(len(labels)), labels].mean()
+                ),
+                f"{job.prefix}/train_top1": float((train_log_p.argmax(axis=1) == labels).mean()),
+            },
             step=1,
         )
-
-        def clip_logits(clips: Tensor) -> Tensor:
-            feats = features_of(clips).double().cpu().numpy()
-            return torch.from_numpy(standardise(feats) @ weight + bias)
-
-        metrics, confusion = common.classification_report(clip_logits, job)
-        common.log_confusion(run, job, confusion)
-        return common.finish(run, job, metrics)
+        metrics: dict[str, float] = {}
+        test_labels = features.test_labels
+        by_clips = {
+            1: features.test_centre[:, None, :],
+            job.test_clips: features.test,
+        }
+        confusion = None
+        for clips, clip_features in by_clips.items():
+            logits = standardise(clip_features.astype(np.float64)) @ weight + bias
+            scores = average_clip_probabilities(logits)
+            for name, value in classification_metrics(scores, test_labels).items():
+                metrics[f"{job.prefix}/{name}_{clips}clip"] = value
+            if clips == job.test_clips:
+                predictions = ranking(scores)[:, 0]
+                confusion = confusion_matrix(test_labels, predictions, job.num_classes)
+        assert confusion is not None
+        log_confusion(run, job, confusion)
+        return finish(run, job, metrics)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    common.add_arguments(parser)
+    cached.add_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> None:

@@ -2,10 +2,10 @@
 
 Every test video (query) and every training video of the split (gallery: ALL of them, not the
 labelled subset) is described by the mean of its `test_clips` uniformly spaced, centre-cropped
-clip features (global average pool, encoder in eval mode). Features are centred with the
-gallery mean and L2-normalised; recall@k is the fraction of queries with at least one video of
-their class among the k most cosine-similar gallery videos, k in 1, 5, 10, 20, 50 (capped at the
-gallery size; see `vtdl.metrics.recall_at_k`).
+clip features (cached by `vtdl features`; this job imports no torch). Features are centred with
+the gallery mean and L2-normalised; recall@k is the fraction of queries with at least one video
+of their class among the k most cosine-similar gallery videos, k in 1, 5, 10, 20, 50 (capped
+at the gallery size; see `vtdl.metrics.recall_at_k`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ import json
 from typing import Any
 
 from vtdl import tracking
-from vtdl.downstream import common
+from vtdl.downstream import cached
+from vtdl.downstream.job import finish
 from vtdl.metrics import RETRIEVAL_KS, recall_at_k
 
 PROTOCOL = "retrieval"
@@ -23,31 +24,28 @@ PROTOCOL = "retrieval"
 
 def retrieval(args: argparse.Namespace) -> dict[str, Any]:
     """Run one retrieval job; returns the result written to `--out`."""
-    job = common.prepare_job(args, PROTOCOL)
-    job.extra_params = {"num_gallery_videos": len(job.train_entries)}
-    features_of = job.backbone_features()
-    clips = job.test_clips
+    job, features = cached.prepare(args, PROTOCOL)
+    job.extra_params = {"num_gallery_videos": len(features.train_labels)}
     with tracking.start_run(PROTOCOL, job.params(), job.tags(), run_name=job.run_name()) as run:
         print(
-            f"{job.run_name()}: {len(job.test_entries)} queries, {len(job.train_entries)} "
-            f"gallery videos, {clips} clips each; MLflow run {run.run_id}",
+            f"{job.run_name()}: {len(features.test_labels)} queries, "
+            f"{len(features.train_labels)} gallery videos, {job.test_clips} clips each; "
+            f"MLflow run {run.run_id}",
             flush=True,
         )
-        gallery, gallery_labels = common.clip_outputs(
-            features_of, job.eval_dataset("train", clips), job, "retrieval gallery"
-        )
-        query, query_labels = common.clip_outputs(
-            features_of, job.eval_dataset("test", clips), job, "retrieval queries"
-        )
         recall = recall_at_k(
-            query.mean(axis=1), query_labels, gallery.mean(axis=1), gallery_labels, RETRIEVAL_KS
+            features.test.mean(axis=1),
+            features.test_labels,
+            features.train.mean(axis=1),
+            features.train_labels,
+            RETRIEVAL_KS,
         )
         metrics = {f"{job.prefix}/recall_at_{k}": value for k, value in recall.items()}
-        return common.finish(run, job, metrics)
+        return finish(run, job, metrics)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    common.add_arguments(parser)
+    cached.add_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> None:

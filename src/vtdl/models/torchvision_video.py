@@ -14,7 +14,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from torch import Tensor, nn
-from torchvision.models import video
+
+# torchvision is imported by the builders, not here: importing it costs about 1.5 s of CPU,
+# which every job that only uses small3d (the embedded default) would pay for nothing.
 
 
 class VideoResNetBackbone(nn.Module):
@@ -41,14 +43,20 @@ class VideoResNetBackbone(nn.Module):
 
 def r3d_18() -> VideoResNetBackbone:
     """ResNet-18 with full 3x3x3 convolutions (Tran et al. 2018), 33.2M parameters."""
+    from torchvision.models import video
+
     return VideoResNetBackbone(video.r3d_18)
 
 
 def r2plus1d_18() -> VideoResNetBackbone:
     """R(2+1)D-18: each 3x3x3 conv factored into 1x3x3 then 3x1x1, 31.3M parameters."""
+    from torchvision.models import video
+
     return VideoResNetBackbone(video.r2plus1d_18)
 
 
 def mc3_18() -> VideoResNetBackbone:
     """MC3-18: 3D convolutions in layer1, 2D (1x3x3) in layers 2-4, 11.5M parameters."""
+    from torchvision.models import video
+
     return VideoResNetBackbone(video.mc3_18)

@@ -4,7 +4,9 @@ Reads only the store in effect (`MLFLOW_TRACKING_URI`, default `sqlite:///mlflow
 artifacts, so the results can be rebuilt after `dvc pull` without any training, and writes:
 
     <out>/tables/ablation.{md,csv,tex}     METHOD.md §8 ablation, one table per
-                                           (backbone, pretraining set)
+                                           (backbone, pretraining set), with the paired
+                                           differences between rows and their intervals
+    <out>/tables/differences.csv           those differences, one row per cell
     <out>/tables/all_metrics.{md,csv,tex}  every final downstream metric
     <out>/tables/pretext.{md,csv,tex}      last-epoch pretext diagnostics per pretraining method
     <out>/plots/                           curves, ablation bars, confusion matrices
@@ -51,11 +53,12 @@ def write_tables(store: Store, tables_dir: Path, clips: int) -> dict[str, str]:
     abl = tables.ablation(store, clips)
     intro = (
         f"METHOD.md §8 ablation. Fine-tune and linear probe: video-level top1 of the {clips}-clip "
-        f"test; retrieval: R@1. {note}"
+        f"test; retrieval: R@1. {note}\n\n{tables.DIFFERENCE_NOTE}"
     )
     texts["ablation.md"] = tables.render_markdown("Ablation", intro, abl.grids)
     texts["ablation.tex"] = tables.render_latex("Ablation", abl.grids)
     texts["ablation.csv"] = tables.render_csv(tables.ABLATION_CSV_HEADER, abl.records)
+    texts["differences.csv"] = tables.render_csv(tables.DIFFERENCES_CSV_HEADER, abl.differences)
 
     grid, records = tables.all_metrics(store)
     texts["all_metrics.md"] = tables.render_markdown(

@@ -294,6 +294,68 @@ def ablation_columns(clips: int) -> tuple[tuple[str, str], ...]:
     return (("finetune", top1), ("linear", top1), ("retrieval", "recall_at_1"))
 
 
+# Paired differences the ablation reports (row minus baseline), beyond-noise marked.
+DIFFERENCES = (
+    ("moco", "scratch"),
+    ("moco_td", "scratch"),
+    ("moco_td", "moco"),
+    ("vtdl", "scratch"),
+    ("vtdl", "moco"),
+    ("vtdl", "moco_td"),
+    ("supervised", "scratch"),
+)
+DIFFERENCE_NOTE = (
+    "Paired differences: for each seed present in both rows (the same seed draws the same "
+    "labelled subset and initialisation), row minus baseline, in percentage points; a cell is "
+    "the mean difference ± twice its standard error over those seeds, and * marks a "
+    "difference larger than twice its standard error (beyond the seed noise; n < 2 gives no "
+    "interval and no claim)."
+)
+
+
+@dataclass(frozen=True)
+class Difference:
+    """A paired difference over seeds: mean, standard error (None for n < 2), n."""
+
+    mean: float
+    se: float | None
+    n: int
+
+    @property
+    def beyond_noise(self) -> bool:
+        return self.se is not None and abs(self.mean) > 2.0 * self.se
+
+
+def paired_difference(a: dict[int, float], b: dict[int, float]) -> Difference | None:
+    """Mean and standard error of a[seed] - b[seed] over the seeds both have."""
+    seeds = sorted(set(a) & set(b))
+    if not seeds:
+        return None
+    diffs = [a[s] - b[s] for s in seeds]
+    se = statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else None
+    return Difference(statistics.fmean(diffs), se, len(diffs))
+
+
+def _difference_text(diff: Difference | None, scale: float) -> str:
+    if diff is None:
+        return MISSING
+    text = f"{diff.mean * scale:+.1f}"
+    if diff.se is None:
+        return f"{text} (n=1)"
+    return f"{text} ± {2.0 * diff.se * scale:.1f}" + (" *" if diff.beyond_noise else "")
+
+
+def _by_seed(
+    runs: Iterable[DownstreamRun], method: str, protocol: str, ds: str, split: int, metric: str
+) -> dict[int, float]:
+    return {
+        r.seed: r.metrics[metric]
+        for r in runs
+        if (r.method, r.protocol, r.dataset, r.split) == (method, protocol, ds, split)
+        and metric in r.metrics
+    }
+
+
 @dataclass(frozen=True)
 class Ablation:
     grids: tuple[Grid, ...]
@@ -302,10 +364,11 @@ class Ablation:
     bars: tuple[
         tuple[str, str | None, tuple[tuple[str, tuple[tuple[str, Stat | None], ...]], ...]], ...
     ]
+    differences: tuple[tuple, ...] = ()  # tidy CSV rows of the paired differences
 
 
 def ablation(store: Store, clips: int) -> Ablation:
-    grids, records, bars = [], [], []
+    grids, records, bars, diff_records = [], [], [], []
     for backbone, pretrain in groups(store):
         runs = group_runs(store, backbone, pretrain)
         methods = sorted(set(ABLATION_METHODS) | {r.method for r in runs}, key=method_key)
@@ -345,10 +408,38 @@ def ablation(store: Store, clips: int) -> Ablation:
                     )
                 )
         grids.append(Grid(group_heading(backbone, pretrain), tuple(columns), tuple(rows)))
+        differences = []
+        for row, base in DIFFERENCES:
+            if row not in methods or base not in methods:
+                continue
+            cells = []
+            for ds, split, protocol, metric in spec:
+                diff = paired_difference(
+                    _by_seed(runs, row, protocol, ds, split, metric),
+                    _by_seed(runs, base, protocol, ds, split, metric),
+                )
+                cells.append(_difference_text(diff, 100.0))
+                if diff is not None:
+                    diff_records.append(
+                        (backbone, pretrain or "", row, base, ds, split, protocol, metric,
+                         diff.mean, diff.se, diff.n, int(diff.beyond_noise))
+                    )  # fmt: skip
+            differences.append((f"{row} − {base}", *cells))
+        if differences:
+            diff_columns = (Column("difference", "text"),) + tuple(
+                Column(c.label.replace("(%)", ""), "text") for c in columns[1:]
+            )
+            grids.append(
+                Grid(
+                    f"{group_heading(backbone, pretrain)}: paired differences (points)",
+                    diff_columns,
+                    tuple(differences),
+                )
+            )
         bars.append(
             (backbone, pretrain, tuple((label, tuple(v)) for label, v in per_column.items()))
         )
-    return Ablation(tuple(grids), tuple(records), tuple(bars))
+    return Ablation(tuple(grids), tuple(records), tuple(bars), tuple(diff_records))
 
 
 ABLATION_CSV_HEADER = (
@@ -420,6 +511,22 @@ def all_metrics(store: Store) -> tuple[Grid, list[tuple]]:
                     (backbone, pretrain, method, ds, split, protocol, metric, *_stat_fields(stat))
                 )
     return Grid("all downstream runs", tuple(columns), tuple(rows)), records
+
+
+DIFFERENCES_CSV_HEADER = (
+    "backbone",
+    "pretrain_dataset",
+    "method",
+    "baseline",
+    "dataset",
+    "split",
+    "protocol",
+    "metric",
+    "mean_difference",
+    "standard_error",
+    "n",
+    "beyond_noise",
+)
 
 
 ALL_METRICS_CSV_HEADER = (
