@@ -89,7 +89,7 @@ def build_model(
         tau=settings["tau"],
         use_negative=method_spec(method).temporal_negative,
         generator=torch.Generator().manual_seed(seed),
-        bn_splits=settings.get("bn_splits", 1),
+        bn_splits=settings["bn_splits"],
     )
 
 

@@ -7,7 +7,8 @@ few seconds, so logs show progress without megabytes of carriage returns.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
 from tqdm import tqdm
@@ -15,10 +16,27 @@ from tqdm import tqdm
 T = TypeVar("T")
 
 
+_started = False
+
+
+def _announce_first(items: Iterable[T]) -> Iterator[T]:
+    """Yield `items`; at the process's first batch print the CPU seconds spent until then
+    (imports, MLflow, model and data set-up: the job's start-up cost, README "budget")."""
+    global _started
+    for item in items:
+        if not _started:
+            _started = True
+            cpu = time.process_time()
+            print(f"vtdl: startup {cpu:.2f} s CPU before the first batch", file=sys.stderr)
+        yield item
+
+
 def progress(iterable: Iterable[T], desc: str, total: int | None = None, unit: str = "it") -> tqdm:
     interactive = sys.stderr.isatty()
+    if total is None and hasattr(iterable, "__len__"):
+        total = len(iterable)  # type: ignore[arg-type]
     return tqdm(
-        iterable,
+        _announce_first(iterable) if unit == "batch" else iterable,
         desc=desc,
         total=total,
         unit=unit,
