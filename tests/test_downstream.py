@@ -17,7 +17,7 @@ from vtdl.config import load_settings, load_yaml
 from vtdl.data.clips import VideoEntry
 from vtdl.data.framestore import frame_file_path, write_frames
 from vtdl.downstream import cached, features, finetune, grid, linear, retrieval
-from vtdl.downstream.job import labelled_subset
+from vtdl.downstream.job import FEATURE_SETTINGS, labelled_subset
 from vtdl.errors import VtdlError
 from vtdl.models import build_backbone
 
@@ -74,6 +74,7 @@ def test_grid_targets_settings_and_options():
     assert load_settings(grid.settings_json(config, "retrieval"), "downstream") == {
         k: v for k, v in d.items() if k not in ("datasets", "splits", "finetune", "linear")
     }
+    assert sorted(json.loads(grid.settings_json(config, "features"))) == sorted(FEATURE_SETTINGS)
     w = SimpleNamespace(method="scratch", backbone="small3d", seed="1", ds="synth_hmdb", split="1")
     assert "--encoder none" in grid.command_options(config, w)
     w.method = "moco_td"
@@ -256,8 +257,15 @@ def test_changed_settings_start_afresh_instead_of_resuming(tiny, monkeypatch):
     assert _run_of(result)["tags"].get("resume_count") is None  # a new run, from epoch 0
 
 
+def _feature_settings(settings: dict | None = None) -> dict:
+    settings = settings or _settings()
+    return {k: settings[k] for k in FEATURE_SETTINGS}
+
+
 def _features(tiny, out: str, *extra: str, settings: dict | None = None) -> Path:
-    features.compute_features(_args(features, tiny, out, *extra, settings=settings))
+    features.compute_features(
+        _args(features, tiny, out, *extra, settings=_feature_settings(settings))
+    )
     return tiny.root / out
 
 
@@ -345,15 +353,11 @@ def test_bad_encoder_path_and_bad_settings_key_give_one_clear_error(tiny):
     with pytest.raises(VtdlError, match=r"downstream\.finetune.*'lrr'"):
         finetune.finetune(_args(finetune, tiny, "x.json", *_scratch(), settings=settings))
     with pytest.raises(VtdlError, match=r"downstream\.test_clips"):
-        features.compute_features(
-            _args(features, tiny, "x.npz", *_scratch(), settings=_settings(test_clips=0))
-        )
+        _features(tiny, "x.npz", *_scratch(), settings=_settings(test_clips=0))
+    with pytest.raises(VtdlError, match="not used here: batch_size"):
+        features.compute_features(_args(features, tiny, "x.npz", *_scratch()))
     with pytest.raises(VtdlError, match="needs --backbone"):
-        features.compute_features(
-            _args(features, tiny, "x.npz", "--encoder", "none", "--seed", "0")
-        )
+        _features(tiny, "x.npz", "--encoder", "none", "--seed", "0")
     with pytest.raises(VtdlError, match="--seed 4 does not match"):
-        features.compute_features(
-            _args(features, tiny, "x.npz", "--encoder", str(tiny.encoder), "--seed", "4")
-        )
+        _features(tiny, "x.npz", "--encoder", str(tiny.encoder), "--seed", "4")
     assert not list(tiny.root.glob("x.*"))

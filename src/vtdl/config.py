@@ -8,6 +8,7 @@ the minimum of 0`), and adds the cross-key checks a schema cannot express. The S
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 from pathlib import Path
@@ -49,12 +50,26 @@ def _check_against(schema: dict, value: Any, source: str, prefix: tuple) -> None
         raise VtdlError(f"{source}: {where}: {err.message}")
 
 
-def load_settings(value: str, section: str, schema_path=SCHEMA_PATH) -> dict:
+def add_settings_argument(parser: argparse.ArgumentParser, section: str) -> None:
+    """The `--settings` option of a stage that reads the `section` parameters."""
+    parser.add_argument(
+        "--settings",
+        default="params.yaml",
+        help=f"the `{section}` parameters: a params file or an inline JSON object",
+    )
+
+
+def load_settings(
+    value: str, section: str, schema_path=SCHEMA_PATH, keys: tuple[str, ...] | None = None
+) -> dict:
     """The `section` block of the parameters, for a stage's `--settings` option.
 
     `value` is either an inline JSON object (what Snakemake rules pass: the merged config,
     including any `--configfile` override, which a file on disk would not show) validated
     against that section's schema, or the path of a params file, validated as a whole.
+    With `keys`, exactly those keys of the section are required and returned (a stage that
+    uses only part of a section is handed only that part, so editing the rest does not re-run
+    it); other keys are still rejected by name.
     """
     if value.lstrip().startswith("{"):
         try:
@@ -63,6 +78,11 @@ def load_settings(value: str, section: str, schema_path=SCHEMA_PATH) -> dict:
             raise VtdlError(f"--settings: not a valid JSON object: {err}") from None
         schema = load_yaml(schema_path)
         subschema = {**schema["properties"][section], "$defs": schema.get("$defs", {})}
+        if keys is not None:
+            subschema["required"] = list(keys)
+            unused = sorted(set(settings) - set(keys))
+            if unused:
+                raise VtdlError(f"--settings: {section}: not used here: {', '.join(unused)}")
         _check_against(subschema, settings, "--settings", prefix=(section,))
         return settings
     config = load_yaml(value)

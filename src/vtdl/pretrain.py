@@ -39,7 +39,7 @@ from vtdl.checkpoint import (
     save_encoder,
     set_rng_state,
 )
-from vtdl.config import load_settings
+from vtdl.config import add_settings_argument, load_settings
 from vtdl.data.clips import read_list
 from vtdl.data.triplets import EpochShuffle, TripletDataset
 from vtdl.errors import VtdlError
@@ -355,11 +355,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lists", required=True, help="canonical split lists: data/splits/<ds>")
     parser.add_argument("--frames", required=True, help="frames root: data/frames/<ds>")
     parser.add_argument("--out", required=True, help="output folder of this job")
-    parser.add_argument(
-        "--settings",
-        default="params.yaml",
-        help="the `pretrain` parameters: a params file or an inline JSON object",
-    )
+    add_settings_argument(parser, "pretrain")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from vtdl.config import add_settings_argument
 from vtdl.downstream.job import JobSpec, resolve_settings
 from vtdl.errors import VtdlError
 
@@ -101,8 +102,4 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of the stages that read cached features."""
     parser.add_argument("--features", required=True, help="features .npz from vtdl features")
     parser.add_argument("--out", required=True, help="result JSON to write")
-    parser.add_argument(
-        "--settings",
-        default="params.yaml",
-        help="the `downstream` parameters: a params file or an inline JSON object",
-    )
+    add_settings_argument(parser, "downstream")

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from vtdl.augment import ClipAugment, ClipEval
 from vtdl.checkpoint import load_encoder
+from vtdl.config import add_settings_argument
 from vtdl.data.clips import ClipDataset, VideoEntry, read_list
 from vtdl.downstream.job import (
     METHODS,
@@ -255,11 +256,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frames", required=True, help="frames root: data/frames/<ds>")
     parser.add_argument("--pretrain-dataset", help="pretraining data set (tag; checked)")
     parser.add_argument("--out", required=True, help="result JSON to write")
-    parser.add_argument(
-        "--settings",
-        default="params.yaml",
-        help="the `downstream` parameters: a params file or an inline JSON object",
-    )
+    add_settings_argument(parser, "downstream")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
 
 

@@ -10,7 +10,7 @@ import json
 import shlex
 from typing import Any
 
-from vtdl.downstream.job import PROTOCOLS, SECTIONS
+from vtdl.downstream.job import FEATURE_SETTINGS, PROTOCOLS, SECTIONS
 from vtdl.errors import VtdlError
 
 RESULT = "results/{protocol}/{ds}/split{split}/{method}_{backbone}_s{seed}.json"
@@ -62,8 +62,10 @@ def settings_json(config: dict, protocol: str) -> str:
     """
     if protocol not in (*PROTOCOLS, "features"):
         raise ValueError(f"unknown protocol {protocol!r}")
-    drop = {"datasets", "splits", *(s for s in SECTIONS if s != protocol)}
     section = config["downstream"]
+    if protocol == "features":
+        return json.dumps({k: section[k] for k in FEATURE_SETTINGS}, sort_keys=True)
+    drop = {"datasets", "splits", *(s for s in SECTIONS if s != protocol)}
     return json.dumps({k: v for k, v in section.items() if k not in drop}, sort_keys=True)
 
 

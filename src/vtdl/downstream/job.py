@@ -37,6 +37,20 @@ METHODS = (SCRATCH, "moco", "moco_td", "vtdl", "supervised")
 CLASSIFICATION_METRICS = ("top1", "top5", "meanclass")
 # Sections of `downstream` that belong to one protocol; the others see none of them.
 SECTIONS = ("finetune", "linear")
+# The `downstream` keys a features job uses: the clips it encodes and how it runs. Nothing else
+# reaches it, so changing the labelled subset or a training setting keeps the cached features.
+FEATURE_SETTINGS = (
+    "clip_len",
+    "stride",
+    "crop_size",
+    "resize_short",
+    "test_clips",
+    "eval_batch_size",
+    "num_workers",
+    "device",
+    "amp",
+    "channels_last",
+)
 
 
 def labelled_subset(labels: Sequence[int], labels_per_class: int, seed: int) -> list[int]:
@@ -87,7 +101,8 @@ def resolve_settings(value: str, protocol: str) -> dict[str, Any]:
     Only what the protocol uses is kept: the grid and the other protocols' sections do not
     change its result (and would otherwise restart a resumable job when edited).
     """
-    settings = load_settings(value, "downstream")
+    keys = FEATURE_SETTINGS if protocol == "features" else None
+    settings = load_settings(value, "downstream", keys=keys)
     if settings["resize_short"] < settings["crop_size"]:
         raise VtdlError(
             f"--settings: downstream.resize_short ({settings['resize_short']}) is smaller than "
