@@ -98,6 +98,13 @@ def validate(backbone: torch.nn.Module, settings: dict, seed: int) -> dict[str, 
     return result
 
 
+def log_trial(log: str, row: dict) -> None:
+    """Append the trial's row to the log (one JSON line) and show it."""
+    with open(log, "a", encoding="utf-8") as f:
+        f.write(json.dumps(row, sort_keys=True) + "\n")
+    print(json.dumps(row, indent=1, sort_keys=True), file=sys.stderr)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--name", required=True, help="trial name (a row of the log)")
@@ -129,9 +136,7 @@ def main() -> None:
         backbone = build_backbone(settings["backbones"][0])
         row = {"name": args.name, "method": "scratch", "seed": args.seed, "overrides": overrides}
         row.update({k: round(v, 4) for k, v in validate(backbone, settings, args.seed).items()})
-        with open(args.log, "a", encoding="utf-8") as f:
-            f.write(json.dumps(row, sort_keys=True) + "\n")
-        print(json.dumps(row, sort_keys=True), file=sys.stderr)
+        log_trial(args.log, row)
         return
     with tempfile.TemporaryDirectory(prefix="vtdl-recipe-") as tmp:
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/mlflow.db"
@@ -158,9 +163,7 @@ def main() -> None:
         "pretext": {k.split("/")[-1]: round(v, 4) for k, v in summary["metrics"].items()},
         **{k: round(v, 4) for k, v in validate(backbone, settings, args.seed).items()},
     }
-    with open(args.log, "a", encoding="utf-8") as f:
-        f.write(json.dumps(row, sort_keys=True) + "\n")
-    print(json.dumps(row, indent=1, sort_keys=True), file=sys.stderr)
+    log_trial(args.log, row)
 
 
 if __name__ == "__main__":

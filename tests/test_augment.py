@@ -291,3 +291,19 @@ def test_clip_eval_is_a_deterministic_centre_crop():
     std = torch.tensor(IMAGENET_STD).view(3, 1, 1, 1)
     assert torch.allclose(out, (frames[:, :, 2:18, 5:21] - mean) / std, atol=1e-5)
     assert ClipEval(crop_size=16, resize_short=20)(_random_clip(2, 40, 52)).shape == (3, 2, 16, 16)
+
+
+def test_a_jitter_of_strength_zero_is_skipped_and_changes_nothing(monkeypatch):
+    """Strength 0 draws the identity factor; the operation is then not run at all."""
+    import vtdl.augment as augment
+
+    def fail(*_args):
+        raise AssertionError("adjust_hue ran with hue strength 0")
+
+    clip = torch.randint(0, 256, (3, 20, 26, 3), dtype=torch.uint8, generator=torch.Generator())
+    aug = ClipAugment(16, 20, rotation=0.0, brightness=0.3, contrast=0.3, saturation=0.3, hue=0.0)
+    frames = aug.resize(clip)
+    params = aug.sample_params(20, 26, torch.Generator().manual_seed(1))
+    before = aug.apply(frames, params)
+    monkeypatch.setattr(augment, "adjust_hue", fail)
+    assert torch.equal(aug.apply(frames, params), before)

@@ -194,3 +194,27 @@ def test_dataset_argument_checks(tmp_path):
     empty = _write_list(tmp_path / "empty.csv", [])
     with pytest.raises(VtdlError, match=r"empty\.csv: the list has no videos"):
         ClipDataset(empty, root)
+
+
+def test_persistent_workers_draw_the_epoch_the_sampler_names(tmp_path):
+    """One loader with a persistent worker over several epochs gives exactly the triplets of a
+    fresh in-process loader per epoch: the epoch travels in the sampler's keys, and each
+    epoch's order is the seeded permutation of (seed, epoch)."""
+    from torch.utils.data import DataLoader
+
+    from vtdl.data.triplets import EpochShuffle, TripletDataset
+
+    list_file, root = _make_videos(tmp_path, [30, 24, 40, 33])
+    dataset = TripletDataset(list_file, root, 4, 2, lambda clip, gen: clip.float(), seed=3)
+    sampler = EpochShuffle(len(dataset), seed=3)
+    persistent = DataLoader(
+        dataset, batch_size=2, sampler=sampler, num_workers=1, persistent_workers=True
+    )
+    for epoch in range(3):
+        sampler.epoch = epoch
+        got = [batch["anchor"] for batch in persistent]
+        dataset.set_epoch(epoch)
+        order = torch.randperm(4, generator=torch.Generator().manual_seed(3 * 100_003 + epoch))
+        expected = [dataset[int(i)]["anchor"] for i in order]
+        assert torch.equal(torch.cat(got), torch.stack(expected))
+    assert [epoch for epoch, _ in EpochShuffle(4, 3)] == [0, 0, 0, 0]  # epoch 0 until set

@@ -47,6 +47,10 @@ from vtdl.errors import VtdlError
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
+# (3, 1, 1) tensors for the per-clip normalisation, made once (not once per clip).
+_MEAN = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+_STD = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+
 # Order of the colour-jitter operations in `ClipAugmentParams.order`.
 JITTER_OPS = ("brightness", "contrast", "saturation", "hue")
 
@@ -149,9 +153,7 @@ def _to_unit_float(frames: Tensor) -> Tensor:
 def _finish(frames: Tensor, normalize: bool) -> Tensor:
     """(T, C, H, W) float in [0, 1] -> normalised (C, T, H, W) contiguous float32."""
     if normalize:
-        mean = torch.tensor(IMAGENET_MEAN, dtype=frames.dtype).view(3, 1, 1)
-        std = torch.tensor(IMAGENET_STD, dtype=frames.dtype).view(3, 1, 1)
-        frames = (frames - mean) / std
+        frames = (frames - _MEAN.to(frames.dtype)) / _STD.to(frames.dtype)
     return frames.permute(1, 0, 2, 3).contiguous()
 
 

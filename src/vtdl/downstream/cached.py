@@ -18,12 +18,11 @@ from typing import Any
 import numpy as np
 
 from vtdl.config import add_settings_argument
-from vtdl.downstream.job import JobSpec, resolve_settings
+from vtdl.downstream.job import FEATURE_KEYS, IDENTITY, JobSpec, resolve_settings
 from vtdl.errors import VtdlError
 
-FORMAT_VERSION = 1  # of the features file; vtdl.downstream.features writes it
-# The settings that decide the features: a job given other values must not use the file.
-FEATURE_KEYS = ("clip_len", "stride", "crop_size", "resize_short", "test_clips")
+# Version of the features file written by vtdl.downstream.features (2: JobSpec identity keys).
+FORMAT_VERSION = 2
 ARRAYS = ("train", "test", "test_centre", "train_labels", "test_labels", "meta")
 
 
@@ -79,21 +78,10 @@ def prepare(args: argparse.Namespace, protocol: str) -> tuple[JobSpec, Features]
             )
     job = JobSpec(
         protocol=protocol,
-        dataset=meta["dataset"],
-        split=int(meta["split"]),
-        seed=int(meta["seed"]),
-        method=meta["method"],
-        backbone_name=meta["backbone"],
-        encoder_path=meta["encoder"],
-        encoder_sha256=meta["encoder_sha256"],
-        pretrain_run_id=meta["pretrain_run_id"],
-        pretrain_dataset=meta["pretrain_dataset"],
         settings=settings,
         out=Path(args.out),
-        classes=list(meta["classes"]),
         train_labels=[int(label) for label in features.train_labels],
-        train_list_sha256=meta["train_list_sha256"],
-        test_list_sha256=meta["test_list_sha256"],
+        **{name: meta[name] for name in IDENTITY},
     )
     return job, features
 

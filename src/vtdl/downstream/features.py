@@ -47,22 +47,7 @@ def compute_features(args: argparse.Namespace) -> dict[str, Any]:
     centre, _ = common.clip_outputs(
         features_of, job.eval_dataset("test", 1), job, "features test centre"
     )
-    meta = {
-        "format_version": FORMAT_VERSION,
-        "dataset": job.dataset,
-        "split": job.split,
-        "seed": job.seed,
-        "method": job.method,
-        "backbone": job.backbone_name,
-        "encoder": job.encoder_path,
-        "encoder_sha256": job.encoder_sha256,
-        "pretrain_run_id": job.pretrain_run_id,
-        "pretrain_dataset": job.pretrain_dataset,
-        "train_list_sha256": job.train_list_sha256,
-        "test_list_sha256": job.test_list_sha256,
-        "classes": job.classes,
-        "settings": job.settings,
-    }
+    meta = {"format_version": FORMAT_VERSION, **job.identity(), "settings": job.settings}
     with atomic_path(job.out) as tmp, open(tmp, "wb") as f:
         np.savez(
             f,

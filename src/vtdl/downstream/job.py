@@ -51,6 +51,23 @@ FEATURE_SETTINGS = (
     "amp",
     "channels_last",
 )
+# Of those, the ones that decide the feature values: a job given other values must not use them.
+FEATURE_KEYS = ("clip_len", "stride", "crop_size", "resize_short", "test_clips")
+# The fields of a JobSpec that say who computed a result (stored with cached features).
+IDENTITY = (
+    "dataset",
+    "split",
+    "seed",
+    "method",
+    "backbone_name",
+    "encoder_path",
+    "encoder_sha256",
+    "pretrain_run_id",
+    "pretrain_dataset",
+    "classes",
+    "train_list_sha256",
+    "test_list_sha256",
+)
 
 
 def labelled_subset(labels: Sequence[int], labels_per_class: int, seed: int) -> list[int]:
@@ -181,6 +198,10 @@ class JobSpec:
             **self.extra_params,
             **self.settings,
         }
+
+    def identity(self) -> dict[str, Any]:
+        """Who computed this job's result (see IDENTITY), JSON-ready."""
+        return {name: getattr(self, name) for name in IDENTITY}
 
     def run_name(self) -> str:
         return (

@@ -275,18 +275,23 @@ def default_clips(store: Store, clips: int | None) -> int:
     return found[-1] if found else 1
 
 
+def _by_seed(
+    runs: Iterable[DownstreamRun], method: str, protocol: str, ds: str, split: int, metric: str
+) -> dict[int, float]:
+    """{seed: value of `metric`} of the runs of one ablation cell."""
+    return {
+        r.seed: r.metrics[metric]
+        for r in runs
+        if (r.method, r.protocol, r.dataset, r.split) == (method, protocol, ds, split)
+        and metric in r.metrics
+    }
+
+
 def _cell(
     runs: Iterable[DownstreamRun], method: str, protocol: str, ds: str, split: int, metric: str
 ) -> Stat | None:
-    selected = sorted(
-        (
-            r
-            for r in runs
-            if (r.method, r.protocol, r.dataset, r.split) == (method, protocol, ds, split)
-        ),
-        key=lambda r: r.seed,
-    )
-    return summarize([r.metrics[metric] for r in selected if metric in r.metrics])
+    values = _by_seed(runs, method, protocol, ds, split, metric)
+    return summarize([values[seed] for seed in sorted(values)])
 
 
 def ablation_columns(clips: int) -> tuple[tuple[str, str], ...]:
@@ -343,17 +348,6 @@ def _difference_text(diff: Difference | None, scale: float) -> str:
     if diff.se is None:
         return f"{text} (n=1)"
     return f"{text} ± {2.0 * diff.se * scale:.1f}" + (" *" if diff.beyond_noise else "")
-
-
-def _by_seed(
-    runs: Iterable[DownstreamRun], method: str, protocol: str, ds: str, split: int, metric: str
-) -> dict[int, float]:
-    return {
-        r.seed: r.metrics[metric]
-        for r in runs
-        if (r.method, r.protocol, r.dataset, r.split) == (method, protocol, ds, split)
-        and metric in r.metrics
-    }
 
 
 @dataclass(frozen=True)
