@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from vtdl import dvcsync
+from vtdl import dvcsync, tracking
 from vtdl.config import load_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,7 +44,9 @@ with SnakemakeApi(OutputSettings()) as api:
         storage_settings=StorageSettings(), snakefile=root / "Snakefile", workdir=root)
     print("RULES=" + json.dumps({
         r.name: {"outputs": [str(o) for o in r.output],
-                 "snakefile": str(Path(r.snakefile).resolve().relative_to(root))}
+                 "snakefile": str(Path(r.snakefile).resolve().relative_to(root)),
+                 "code": [str(Path(i).resolve().relative_to(root)) for i in r.input
+                          if isinstance(i, str) and "src/vtdl/" in i]}
         for r in wf._workflow.rules}))
 """
 
@@ -125,6 +127,10 @@ def test_each_stage_runs_exactly_the_rules_whose_outputs_it_versions(rules):
         deps = set(stage.get("deps", []))
         for rule in owned[name]:
             assert rules[rule]["snakefile"] in deps, f"stage {name}: {rules[rule]['snakefile']}"
+            for path in rules[rule]["code"]:  # a file or a folder above it
+                assert any(path == d or path.startswith(d.rstrip("/") + "/") for d in deps), (
+                    f"stage {name}: rule {rule} runs {path}, which no dependency covers"
+                )
         assert "Snakefile" in deps
 
 
@@ -174,8 +180,8 @@ def test_make_store_portable_rewrites_only_paths_inside_the_project(tmp_path):
     )
     con.commit()
     con.close()
-    assert dvcsync.make_store_portable(db, tmp_path) == 3
-    assert dvcsync.make_store_portable(db, tmp_path) == 0  # idempotent
+    assert tracking.make_store_portable(db, tmp_path) == 3
+    assert tracking.make_store_portable(db, tmp_path) == 0  # idempotent
     con = sqlite3.connect(db)
     assert [r[0] for r in con.execute("SELECT * FROM experiments")] == [
         "mlartifacts",

@@ -167,7 +167,7 @@ def test_report_tables_plots_and_determinism(store: Path, capsys):
     assert "synth_hmdb/split1 retrieval R@1 (%)" in header
     main, _, paired = md.partition("paired differences")
     rows = _md_rows(main)
-    assert list(rows) == [tables.METHOD_LABELS[m] for m in tables.ABLATION_METHODS]
+    assert list(rows) == [tables.method_label(m) for m in tables.ABLATION_METHODS]
     ft, lin, ret = 0, 1, 2
     # Paired by seed: vtdl - scratch fine-tune is 0.2 for both seeds (no spread: beyond noise);
     # moco - scratch is 0.12 and 0.06 (mean 9.0, 2 SE = 6.0: beyond noise); linear has no

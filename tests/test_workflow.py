@@ -13,12 +13,14 @@ import csv
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from vtdl.codeinputs import stage_files
 from vtdl.config import load_yaml
 from vtdl.data.framestore import FrameFile, frame_file_path
 from vtdl.data.synth import class_names
@@ -67,14 +69,18 @@ def write_yaml(path: Path, data: dict) -> Path:
 
 
 def snakemake(
-    workdir: Path, *args: str, config: str = "params.yaml"
+    workdir: Path,
+    *args: str,
+    config: str = "params.yaml",
+    checkout: Path = ROOT,
+    pythonpath: Path | None = None,
 ) -> subprocess.CompletedProcess:
     if not SNAKEMAKE.is_file():
         pytest.skip(f"{SNAKEMAKE} not found (run `make setup`)")
     command = [
         str(SNAKEMAKE),
         "--snakefile",
-        str(ROOT / "Snakefile"),
+        str(checkout / "Snakefile"),
         "--directory",
         str(workdir),
         "--configfile",
@@ -84,6 +90,8 @@ def snakemake(
         *args,
     ]
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'mlflow.db'}"}
+    if pythonpath is not None:  # a copied package instead of the installed one
+        env["PYTHONPATH"] = str(pythonpath)
     return subprocess.run(
         command, cwd=workdir, env=env, capture_output=True, text=True, timeout=300, check=False
     )
@@ -104,6 +112,14 @@ def job_counts(text: str) -> dict[str, int]:
         counts[match[1]] = int(match[2])
     counts.pop("total", None)
     return counts
+
+
+def copy_checkout(dest: Path) -> Path:
+    """The workflow and the package sources of this checkout, copied (to edit them in a test)."""
+    shutil.copytree(ROOT / "workflow", dest / "workflow")
+    shutil.copytree(ROOT / "src", dest / "src", ignore=shutil.ignore_patterns("*.egg-info"))
+    shutil.copy(ROOT / "Snakefile", dest)
+    return dest
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -201,6 +217,79 @@ def test_changing_one_class_re_extracts_only_that_class(workdir):
     assert set(after) == set(manifests)
     changed = {name for name in after if after[name] != manifests[name]}
     assert changed == {cls}  # the new checksum; the other shards were not rewritten
+
+
+def test_editing_a_module_re_runs_exactly_the_stages_that_import_it(tmp_path):
+    """Code inputs are the stages' computed imports: touch each module, dry-run, count jobs.
+
+    The workflow runs from a copy of this checkout, so the copy's sources can be touched.
+    """
+    checkout = copy_checkout(tmp_path / "checkout")
+    work = tmp_path / "work"
+    work.mkdir()
+    write_yaml(work / "params.yaml", tiny_params())
+    built = snakemake(work, *TARGETS, checkout=checkout)
+    assert built.returncode == 0, output_of(built)[-3000:]
+
+    stages = {rule: stage_files(f"vtdl.data.{rule}") for rule in ("synth", "extract", "splits")}
+    assert "progress.py" in stages["extract"] and "data/video.py" not in stages["extract"]
+    everything = {"synth": 2, "extract": 2 * NUM_CLASSES, "splits": 2}
+    # Each rule's jobs and, through their outputs, the jobs after them.
+    expected_if = {
+        "synth": everything,
+        "extract": {"extract": 2 * NUM_CLASSES, "splits": 2},
+        "splits": {"splits": 2},
+    }
+    package = checkout / "src" / "vtdl"
+    for module in sorted({m for files in stages.values() for m in files} | {"pretext.py"}):
+        path = package / module
+        before, source = path.stat(), path.read_bytes()
+        path.write_bytes(source + b"# edited\n")  # an edit (Snakemake compares contents too)
+        try:
+            dry = snakemake(work, "-n", *TARGETS, checkout=checkout)
+        finally:
+            path.write_bytes(source)
+            os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+        assert dry.returncode == 0, output_of(dry)[-3000:]
+        first = next((r for r in stages if module in stages[r]), None)
+        if first is None:
+            assert "Nothing to be done" in output_of(dry), (module, output_of(dry)[-2000:])
+        else:
+            assert job_counts(output_of(dry)) == expected_if[first], module
+
+
+def test_a_method_registered_in_names_gets_its_jobs_and_report_row(tmp_path):
+    """Adding a method is one registry entry: the schema, rules and grid follow (dry run)."""
+    checkout = copy_checkout(tmp_path / "checkout")
+    names_py = checkout / "src" / "vtdl" / "names.py"
+    source = names_py.read_text(encoding="utf-8")
+    entry = (
+        '    "dummy": Method(SELF_SUPERVISED, "+dummy", "a test method", compare_to=(SCRATCH,)),\n'
+    )
+    assert source.count("    SUPERVISED: Method(") == 1
+    names_py.write_text(
+        source.replace("    SUPERVISED: Method(", entry + "    SUPERVISED: Method(")
+    )
+    params = tiny_params()
+    params["pretrain"].update(methods=["moco", "dummy"], seeds=[0])
+    write_yaml(tmp_path / "params.yaml", params)
+    built = snakemake(tmp_path, *TARGETS, checkout=checkout, pythonpath=checkout / "src")
+    assert built.returncode == 0, output_of(built)[-3000:]
+    dry = snakemake(tmp_path, "-n", checkout=checkout, pythonpath=checkout / "src")
+    assert dry.returncode == 0, output_of(dry)[-3000:]
+    text = output_of(dry)
+    counts = job_counts(text)
+    # scratch, moco, dummy, supervised per data set x split; pretraining for the three encoders.
+    cells = len(params["downstream"]["datasets"]) * len(params["downstream"]["splits"])
+    assert counts["pretrain"] == 3 and counts["features"] == 4 * cells, counts
+    assert counts["finetune"] == counts["linear"] == counts["retrieval"] == 4 * cells, counts
+    assert counts["report"] == 1
+    assert "results/pretrain/synth_ucf/dummy_small3d_s0/encoder.pt" in text
+    # Without the entry, the same parameters are refused before any job, naming the key.
+    names_py.write_text(source)
+    refused = snakemake(tmp_path, "-n", checkout=checkout, pythonpath=checkout / "src")
+    assert refused.returncode != 0
+    assert "pretrain.methods" in output_of(refused) and "dummy" in output_of(refused)
 
 
 def test_a_wrong_params_key_is_rejected_before_any_job(tmp_path):

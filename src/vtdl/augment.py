@@ -1,6 +1,6 @@
 """Clip augmentations: clip-consistent spatial augmentation and Temporal Consistent Augmentation.
 
-Spatial (METHOD.md §2). One set of parameters is drawn per clip and applied to every frame, so
+Spatial (docs/method.md §2). One set of parameters is drawn per clip and applied to every frame, so
 the augmentation changes how the clip looks but never how it moves: rotation in
 [-rotation, +rotation] degrees, resize of the short side to `resize_short`, a random
 `crop_size` square crop, colour jitter (brightness, contrast, saturation, hue with torchvision's
@@ -16,10 +16,10 @@ The whole clip is processed at once with T as the batch dimension. Implementatio
 keep it fast and still equal to the textbook pipeline (tests check both against torchvision):
 - the resize is done first (on uint8, antialiased) and rotation + crop are fused into a single
   bilinear `grid_sample` that only computes the crop's pixels. Rotation about the image centre
-  commutes with the isotropic resize, so the order differs from METHOD.md's list only by
-  interpolation rounding. Corners uncovered by the rotation are black (0 before normalisation),
-  as in the original; the original's PIL rotate uses nearest-neighbour resampling, we use
-  bilinear.
+  commutes with the isotropic resize, so the order differs from the original's (docs/method.md
+  §2) only by interpolation rounding. Corners uncovered by the rotation are black (0 before
+  normalisation), as in the original; the original's PIL rotate uses nearest-neighbour
+  resampling, we use bilinear.
 - the hue shift is a vectorised HSV hue rotation equal to torchvision's `adjust_hue` to ~1e-6
   but about three times as fast; resize, brightness, contrast, saturation, centre crop and
   normalisation restate torchvision's formulas in plain torch (the tests compare them with
@@ -28,7 +28,7 @@ keep it fast and still equal to the textbook pipeline (tests check both against 
   works on float images in [0, 1] (clamped after every step like torchvision), without the
   intermediate uint8 rounding of the original's PIL path.
 
-TCA (METHOD.md §3): `temporal_consistent_augmentation` blends one static frame of the clip into
+TCA (docs/method.md §3): `temporal_consistent_augmentation` blends one static frame of the clip into
 every frame, which scales every temporal difference by (1 - lambda) and leaves motion intact.
 """
 
@@ -233,7 +233,7 @@ def _jitter_op(frames: Tensor, op: int, params: ClipAugmentParams) -> Tensor:
 
 
 class ClipAugment:
-    """Clip-consistent random spatial augmentation for training (METHOD.md §2).
+    """Clip-consistent random spatial augmentation for training (docs/method.md §2).
 
     Call it with a uint8 clip (T, H, W, 3), as read from the frame store, to get a float32
     (3, T, crop_size, crop_size) tensor; every frame gets the same rotation, crop and jitter.
@@ -389,7 +389,7 @@ def temporal_consistent_augmentation_with_lambda(
 def temporal_consistent_augmentation(
     x: Tensor, alpha: float = 0.1, generator: torch.Generator | None = None
 ) -> Tensor:
-    """Temporal Consistent Augmentation (METHOD.md §3) of a (B, C, T, H, W) batch.
+    """Temporal Consistent Augmentation (docs/method.md §3) of a (B, C, T, H, W) batch.
 
     Draws one lambda ~ U(0, alpha) for the whole batch and one frame index k_i per sample, and
     returns x'_j = (1 - lambda) x_j + lambda x_{k_i} for every frame j: a static frame is blended

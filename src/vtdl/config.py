@@ -1,6 +1,8 @@
 """Loading and validating params.yaml.
 
-The JSON schema in workflow/schemas/ is the single description of every key; this module turns
+The JSON schema next to this module (params.schema.yaml, package data, so an installed vtdl
+validates without the repository) is the single description of every key, with the choices of
+methods and backbones filled in from `vtdl.names`; this module turns
 its verdict into one line that names the offending key (`extract.short_side: -3 is less than
 the minimum of 0`), and adds the cross-key checks a schema cannot express. The Snakefile calls
 `validate_params` before any job runs.
@@ -18,8 +20,9 @@ import jsonschema
 import yaml
 
 from vtdl.errors import VtdlError
+from vtdl.names import BACKBONES, SELF_SUPERVISED_METHODS
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "params.schema.yaml"
+SCHEMA_PATH = Path(__file__).resolve().with_name("params.schema.yaml")
 
 
 def load_yaml(path: str | os.PathLike) -> Any:
@@ -30,6 +33,16 @@ def load_yaml(path: str | os.PathLike) -> Any:
         return yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
         raise VtdlError(f"{path}: not valid YAML: {err}") from None
+
+
+def load_schema(schema_path=SCHEMA_PATH) -> dict:
+    """The params schema with the registry's choices filled in (one list of names to edit)."""
+    schema = load_yaml(schema_path)
+    pretrain = schema["properties"]["pretrain"]["properties"]
+    pretrain["methods"]["items"]["enum"] = list(SELF_SUPERVISED_METHODS)
+    pretrain["backbones"]["items"]["enum"] = list(BACKBONES)
+    pretrain["backbone_options"]["propertyNames"]["enum"] = list(BACKBONES)
+    return schema
 
 
 def _key_path(parts) -> str:
@@ -76,7 +89,7 @@ def load_settings(
             settings = json.loads(value)
         except json.JSONDecodeError as err:
             raise VtdlError(f"--settings: not a valid JSON object: {err}") from None
-        schema = load_yaml(schema_path)
+        schema = load_schema(schema_path)
         subschema = {**schema["properties"][section], "$defs": schema.get("$defs", {})}
         if keys is not None:
             subschema["required"] = list(keys)
@@ -94,7 +107,7 @@ def load_settings(
 
 def validate_params(config: dict, source: str = "params.yaml", schema_path=SCHEMA_PATH) -> None:
     """Raise VtdlError naming the first wrong key, type or range in `config`."""
-    schema = load_yaml(schema_path)
+    schema = load_schema(schema_path)
     _check_against(schema, config, source, prefix=())
     _check_datasets(config["datasets"], source)
     pretrain = config["pretrain"]

@@ -26,31 +26,27 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shlex
-import sqlite3
 import subprocess
 import sys
 from collections import defaultdict
 from pathlib import Path
 from statistics import fmean
 
+from vtdl import tracking
 from vtdl.config import load_yaml
 from vtdl.errors import VtdlError
 from vtdl.fsutil import atomic_write_json
+from vtdl.names import (
+    PROTOCOLS,
+    parse_clip_metric,
+    parse_recall_metric,
+    parse_result_name,
+    split_metric_key,
+)
 
 STORE = "mlflow.db"
 METRICS = "results/metrics.json"
-PROTOCOLS = ("finetune", "linear", "retrieval")
-# Columns of the MLflow store that hold artifact locations (table, column).
-_ARTIFACT_COLUMNS = (
-    ("experiments", "artifact_location"),
-    ("runs", "artifact_uri"),
-    ("logged_models", "artifact_location"),
-)
-_RESULT_RE = re.compile(r"(?P<method>.+)_s(?P<seed>\d+)\.json")
-# Headline metrics: the N-clip top-1 accuracy of fine-tuning and the linear probe, R@1.
-_HEADLINE_RE = re.compile(r"(?P<name>top1_(?P<clips>\d+)clip|recall_at_1)")
 # DVC status words for a tracked output that differs from dvc.lock in the workspace.
 _CHANGED = "modified"
 
@@ -71,35 +67,12 @@ def _env() -> dict[str, str]:
 # ----------------------------------------------------------------------------------------------
 
 
-def make_store_portable(db: Path, root: Path) -> int:
-    """Rewrite artifact locations under `root` as paths relative to it; return how many changed.
-
-    Both plain paths and `file://` URIs are rewritten. Locations elsewhere (a tracking server,
-    S3, another disk) are left alone: they already mean the same thing in every clone.
-    """
-    if not db.is_file():
-        raise VtdlError(f"{db}: MLflow store not found (run the pipeline first)")
-    prefixes = [f"{root.resolve()}/", f"file://{root.resolve()}/"]
-    changed = 0
-    con = sqlite3.connect(db)
-    try:
-        tables = {row[0] for row in con.execute("SELECT name FROM sqlite_master")}
-        with con:
-            for table, column in _ARTIFACT_COLUMNS:
-                if table not in tables:
-                    continue
-                for prefix in prefixes:
-                    cursor = con.execute(
-                        f"UPDATE {table} SET {column} = substr({column}, ?)"  # noqa: S608
-                        f" WHERE substr({column}, 1, ?) = ?",
-                        (len(prefix) + 1, len(prefix), prefix),
-                    )
-                    changed += cursor.rowcount
-    except sqlite3.Error as err:
-        raise VtdlError(f"{db}: cannot rewrite artifact locations: {err}") from err
-    finally:
-        con.close()
-    return changed
+def _headline_clips(metric: str) -> int | None:
+    """Clips per video of a headline metric (N-clip top-1; 0 for R@1); None for the others."""
+    clip = parse_clip_metric(metric)
+    if clip and clip[0] == "top1":
+        return clip[1]
+    return 0 if parse_recall_metric(metric) == 1 else None
 
 
 def headline_metrics(results: Path) -> dict[str, dict[str, float]]:
@@ -111,8 +84,8 @@ def headline_metrics(results: Path) -> dict[str, dict[str, float]]:
     values: dict[tuple[str, str], list[float]] = defaultdict(list)
     for protocol in PROTOCOLS:
         for path in sorted((results / protocol).glob("*/split*/*.json")):
-            match = _RESULT_RE.fullmatch(path.name)
-            if not match:
+            name = parse_result_name(path.name)
+            if not name:
                 continue
             try:
                 metrics = json.loads(path.read_text(encoding="utf-8"))["metrics"]
@@ -120,29 +93,27 @@ def headline_metrics(results: Path) -> dict[str, dict[str, float]]:
                 raise VtdlError(
                     f"{path}: not a result file with a 'metrics' object: {err}"
                 ) from err
-            for name, value in metrics.items():
-                if _HEADLINE_RE.fullmatch(name.rsplit("/", 1)[-1]) and isinstance(
+            for key, value in metrics.items():
+                if _headline_clips(split_metric_key(key)[1]) is not None and isinstance(
                     value, (int, float)
                 ):
-                    values[(match["method"], name)].append(float(value))
+                    values[(f"{name['method']}_{name['backbone']}", key)].append(float(value))
     clips: dict[str, int] = {}  # largest N per "<ds>/split<k>/<protocol>"
-    for _, name in values:
-        head, _, short = name.rpartition("/")
-        found = _HEADLINE_RE.fullmatch(short)
-        if found and found["clips"]:
-            clips[head] = max(clips.get(head, 0), int(found["clips"]))
+    for _, key in values:
+        head, metric = split_metric_key(key)
+        clips[head] = max(clips.get(head, 0), _headline_clips(metric) or 0)
     table: dict[str, dict[str, float]] = defaultdict(dict)
-    for (method, name), samples in sorted(values.items()):
-        head, _, short = name.rpartition("/")
-        found = _HEADLINE_RE.fullmatch(short)
-        if found and found["clips"] and int(found["clips"]) != clips[head]:
+    for (run, key), samples in sorted(values.items()):
+        head, metric = split_metric_key(key)
+        n = _headline_clips(metric)
+        if n and n != clips[head]:
             continue
-        table[method][name] = round(fmean(samples), 6)
+        table[run][key] = round(fmean(samples), 6)
     return dict(table)
 
 
 def seal(root: Path) -> None:
-    changed = make_store_portable(root / STORE, root)
+    changed = tracking.make_store_portable(root / STORE, root)
     metrics = headline_metrics(root / "results")
     atomic_write_json(root / METRICS, metrics)
     print(

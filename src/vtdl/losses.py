@@ -1,4 +1,4 @@
-"""Pretext losses and diagnostics of temporal discriminative learning (METHOD §5).
+"""Pretext losses and diagnostics of temporal discriminative learning (docs/method.md §5).
 
 Pure functions of tensors: no module state, no side effects, so they are tested by hand and
 reused by any training loop. Every function computes in float32 with autocast switched off:

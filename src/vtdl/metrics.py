@@ -7,7 +7,7 @@ Every accuracy is a fraction in [0, 1] (not a percentage). Conventions that deci
 - Mean per-class accuracy averages the recall of the classes that occur in the test labels;
   a class without test videos has no accuracy and is ignored (not counted as 0).
 - Multi-clip testing averages the softmax probabilities of a video's clips, then scores the
-  average (the video-level prediction of METHOD.md §7), never the clip-level predictions.
+  average (the video-level prediction of docs/method.md §7), never the clip-level predictions.
 - Retrieval centres both query and gallery features with the GALLERY mean (the test set's
   statistics stay unused), L2-normalises them and ranks the gallery by cosine similarity.
 """

@@ -1,4 +1,4 @@
-"""Temporal discriminative pretraining: MoCo with one temporal negative per clip (METHOD §4-5).
+"""Temporal discriminative pretraining: MoCo with one temporal negative (docs/method.md §4-5).
 
 A query encoder (backbone + projection head) embeds the anchor clip; a momentum (EMA) copy of
 it embeds the positive (the same frames under another spatial augmentation); the query encoder
@@ -6,13 +6,13 @@ also embeds the temporal negative (the same video at another time), with gradien
 loss asks the anchor to pick its positive out of the queue of earlier keys and the negative.
 
 Temporal Consistent Augmentation is not applied here: the training loop applies
-`vtdl.augment.temporal_consistent_augmentation` to the anchor batch when `METHODS[m].tca`.
+`vtdl.augment.temporal_consistent_augmentation` to the anchor batch when the method's entry in
+`vtdl.names.METHODS` has `tca`.
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -21,42 +21,14 @@ from torch import Tensor, nn
 from vtdl.errors import VtdlError
 from vtdl.losses import pretext_metrics, temporal_info_nce, triplet_margin
 from vtdl.models.heads import BackboneWithHead, ProjectionHead
+from vtdl.names import METHODS, SELF_SUPERVISED_METHODS, Method
 
 
-@dataclass(frozen=True)
-class MethodSpec:
-    """What a pretraining method adds to plain MoCo (one row of the METHOD §8 ablation)."""
-
-    temporal_negative: bool  # add q.n, a clip of the same video at another time, as a negative
-    tca: bool  # apply temporal consistent augmentation to the anchor batch
-    summary: str
-
-
-# The one definition of the pretraining methods, shared by the training loop and the
-# params.yaml validation.
-METHODS: dict[str, MethodSpec] = {
-    "moco": MethodSpec(
-        temporal_negative=False,
-        tca=False,
-        summary="instance discrimination: anchor vs its positive and the queue",
-    ),
-    "moco_td": MethodSpec(
-        temporal_negative=True,
-        tca=False,
-        summary="moco + the temporal negative (same video, other time)",
-    ),
-    "vtdl": MethodSpec(
-        temporal_negative=True,
-        tca=True,
-        summary="moco_td + temporal consistent augmentation of the anchor (full VTDL)",
-    ),
-}
-
-
-def method_spec(name: str, key: str = "pretrain.method") -> MethodSpec:
-    """The spec of pretraining method `name`; VtdlError naming `key` when it is unknown."""
-    if name not in METHODS:
-        raise VtdlError(f"{key}: unknown method {name!r}; choose one of {', '.join(METHODS)}")
+def method_spec(name: str, key: str = "pretrain.method") -> Method:
+    """The registry entry of self-supervised method `name`; VtdlError naming `key` if unknown."""
+    if name not in SELF_SUPERVISED_METHODS:
+        choices = ", ".join(SELF_SUPERVISED_METHODS)
+        raise VtdlError(f"{key}: unknown method {name!r}; choose one of {choices}")
     return METHODS[name]
 
 

@@ -1,7 +1,7 @@
 """`vtdl pretrain`: one pretraining job (method x backbone x data set x seed), resumable.
 
-Methods: `moco`, `moco_td`, `vtdl` (the self-supervised rows of the METHOD §8 ablation, see
-`vtdl.pretext.METHODS`) and `supervised`, the same backbone trained with every label of the
+Methods: `moco`, `moco_td`, `vtdl` (the self-supervised rows of the docs/method.md §8 ablation, see
+`vtdl.names.METHODS`) and `supervised`, the same backbone trained with every label of the
 pretraining set for the same number of steps: the upper bound that shows what the downstream
 probes can see.
 
@@ -45,6 +45,7 @@ from vtdl.data.triplets import EpochShuffle, TripletDataset
 from vtdl.errors import VtdlError
 from vtdl.fsutil import atomic_write_json, sha256_file
 from vtdl.models import BackboneWithHead, ClassifierHead, build_backbone
+from vtdl.names import PRETRAINED_METHODS, SUPERVISED
 from vtdl.pretext import TemporalMoCo, method_spec, validate_queue_size
 from vtdl.progress import progress
 from vtdl.runtime import (
@@ -55,9 +56,6 @@ from vtdl.runtime import (
     select_runtime,
     set_lr,
 )
-
-SUPERVISED = "supervised"
-METHOD_CHOICES = ("moco", "moco_td", "vtdl", SUPERVISED)
 
 
 def _views(method: str) -> tuple[str, ...]:
@@ -348,7 +346,7 @@ def pretrain(args: argparse.Namespace, settings: dict) -> dict[str, Any]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--method", required=True, choices=METHOD_CHOICES)
+    parser.add_argument("--method", required=True, choices=PRETRAINED_METHODS)
     parser.add_argument("--backbone", required=True, help="a name of vtdl.models.BACKBONES")
     parser.add_argument("--seed", type=int, required=True)
     parser.add_argument("--dataset", required=True, help="data set name (for tags)")

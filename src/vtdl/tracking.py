@@ -225,7 +225,7 @@ def experiment_name(experiment: str | None = None) -> str:
     return experiment or os.environ.get("VTDL_EXPERIMENT") or DEFAULT_EXPERIMENT
 
 
-def _redact(uri: str) -> str:
+def redact(uri: str) -> str:
     """Hide a password in a database/server URI before it goes into a message."""
     parts = urllib.parse.urlsplit(uri)
     if parts.password is None:
@@ -236,7 +236,7 @@ def _redact(uri: str) -> str:
 
 def _uri_error(reason: str) -> VtdlError:
     """One error naming MLFLOW_TRACKING_URI and its value (as the user set it) plus `reason`."""
-    shown = _redact(tracking_uri())
+    shown = redact(tracking_uri())
     source = (
         f"MLFLOW_TRACKING_URI={shown!r}"
         if os.environ.get("MLFLOW_TRACKING_URI")
@@ -245,7 +245,7 @@ def _uri_error(reason: str) -> VtdlError:
     return VtdlError(f"{source}: cannot use this MLflow tracking store: {reason}")
 
 
-def _sqlite_path(uri: str) -> Path | None:
+def sqlite_path(uri: str) -> Path | None:
     """The database file of a `sqlite:///` URI (None for in-memory databases)."""
     path = urllib.parse.urlsplit(uri).path
     # sqlite:///rel.db -> path "/rel.db" (relative); sqlite:////abs.db -> "//abs.db" (absolute).
@@ -253,6 +253,45 @@ def _sqlite_path(uri: str) -> Path | None:
     if not path or path == ":memory:":
         return None
     return Path(path)
+
+
+# Columns of the MLflow store that hold artifact locations (table, column).
+ARTIFACT_COLUMNS = (
+    ("experiments", "artifact_location"),
+    ("runs", "artifact_uri"),
+    ("logged_models", "artifact_location"),
+)
+
+
+def make_store_portable(db: Path, root: Path) -> int:
+    """Rewrite artifact locations under `root` as paths relative to it; return how many changed.
+
+    Both plain paths and `file://` URIs are rewritten. Locations elsewhere (a tracking server,
+    S3, another disk) are left alone: they already mean the same thing in every clone.
+    """
+    if not db.is_file():
+        raise VtdlError(f"{db}: MLflow store not found (run the pipeline first)")
+    prefixes = [f"{root.resolve()}/", f"file://{root.resolve()}/"]
+    changed = 0
+    con = sqlite3.connect(db)
+    try:
+        tables = {row[0] for row in con.execute("SELECT name FROM sqlite_master")}
+        with con:
+            for table, column in ARTIFACT_COLUMNS:
+                if table not in tables:
+                    continue
+                for prefix in prefixes:
+                    cursor = con.execute(
+                        f"UPDATE {table} SET {column} = substr({column}, ?)"  # noqa: S608
+                        f" WHERE substr({column}, 1, ?) = ?",
+                        (len(prefix) + 1, len(prefix), prefix),
+                    )
+                    changed += cursor.rowcount
+    except sqlite3.Error as err:
+        raise VtdlError(f"{db}: cannot rewrite artifact locations: {err}") from err
+    finally:
+        con.close()
+    return changed
 
 
 def _check_reachable(uri: str) -> None:
@@ -263,7 +302,7 @@ def _check_reachable(uri: str) -> None:
     """
     scheme = urllib.parse.urlsplit(uri).scheme.lower()
     if scheme == "sqlite":
-        path = _sqlite_path(uri)
+        path = sqlite_path(uri)
         if path is None:
             return
         if path.is_dir():
@@ -292,7 +331,7 @@ def _absolute_uri(uri: str) -> str:
     """
     if urllib.parse.urlsplit(uri).scheme.lower() != "sqlite":
         return uri
-    path = _sqlite_path(uri)
+    path = sqlite_path(uri)
     if path is None or path.is_absolute():
         return uri
     _, sep, query = uri.partition("?")
@@ -356,7 +395,7 @@ def _default_artifact_location(uri: str) -> str | None:
     """`mlartifacts/` next to a sqlite database; None (the server decides) for other stores."""
     if urllib.parse.urlsplit(uri).scheme.lower() != "sqlite":
         return None
-    path = _sqlite_path(uri)
+    path = sqlite_path(uri)
     if path is None:
         return None
     return str(path.resolve().parent / ARTIFACT_DIR_NAME)
@@ -402,7 +441,7 @@ def _experiment_id(client: MlflowClient, uri: str, name: str, create: bool) -> s
         return None
     if experiment.lifecycle_stage != "active":
         raise VtdlError(
-            f"MLflow experiment {name!r} is deleted in {_redact(uri)!r}: restore it "
+            f"MLflow experiment {name!r} is deleted in {redact(uri)!r}: restore it "
             f"(mlflow experiments restore --experiment-id {experiment.experiment_id}) or set "
             "VTDL_EXPERIMENT to another name"
         )
@@ -766,3 +805,13 @@ __all__ = [
     "start_run",
     "tracking_uri",
 ]
+
+
+def download_artifact(artifact_uri: str, name: str, into: Path) -> Path | None:
+    """Download artifact `name` of the run at `artifact_uri` into `into`; None if it has none."""
+    from mlflow.artifacts import download_artifacts, list_artifacts
+
+    names = {Path(info.path).name for info in list_artifacts(artifact_uri=artifact_uri)}
+    if name not in names:
+        return None
+    return Path(download_artifacts(artifact_uri=f"{artifact_uri}/{name}", dst_path=str(into)))

@@ -9,13 +9,12 @@ from snakemake.settings.types import DeploymentMethod
 
 from vtdl.config import validate_params
 from vtdl.errors import VtdlError
-from vtdl.models import BACKBONES
+from vtdl import names
+from vtdl.codeinputs import stage_files
 
 try:
     # Before any job runs: a wrong key, type or range stops here with the key named.
-    validate_params(
-        config, source="params", schema_path=workflow.source_path("../schemas/params.schema.yaml")
-    )
+    validate_params(config, source="params")
 except VtdlError as err:
     raise WorkflowError(str(err)) from None
 
@@ -41,7 +40,8 @@ else:
     VTDL = shlex.quote(str(Path(sys.executable).with_name("vtdl")))
 # The software environment of every rule (Snakemake resolves it relative to the rule file).
 ENV = "../envs/vtdl.yaml"
-# Package sources are inputs of the rules that run them, so a code change re-runs the stage.
+# Package sources are inputs of the rules that run them (see `code`), so a code change re-runs
+# the stage.
 # Relative to the working directory when the workflow runs in its own checkout (the usual case).
 _src = Path(workflow.basedir, "src", "vtdl").resolve()
 SRC = _src.relative_to(Path.cwd()) if _src.is_relative_to(Path.cwd()) else _src
@@ -51,13 +51,10 @@ wildcard_constraints:
     ds="|".join(DATASETS),
 
 
-def code(*modules):
-    """Paths of package modules (relative to src/vtdl) that a rule's output depends on.
-
-    Not cli.py: it only dispatches to the stage modules and changes whenever a stage is
-    registered, which must not re-run every data job.
-    """
-    return [str(SRC / m) for m in ("fsutil.py", "errors.py", *modules)]
+def code(module):
+    """The package files the stage `module` runs (it and its `vtdl` imports, computed by
+    vtdl.codeinputs): editing any of them re-runs the rule's jobs, and only those."""
+    return [str(SRC / path) for path in stage_files(module)]
 
 
 def is_synth(ds):
@@ -127,24 +124,19 @@ def split_files(wildcards):
 PRETRAIN = config["pretrain"]
 PRETRAIN_DS = PRETRAIN["dataset"]
 # Rows of the ablation that have an encoder to train; `scratch` has none.
-PRETRAIN_METHODS = [*PRETRAIN["methods"], "supervised"]
+PRETRAIN_METHODS = [*PRETRAIN["methods"], names.SUPERVISED]
+
+
 # Regexes, so `{method}_{backbone}_s{seed}` splits unambiguously although names contain `_`.
-METHOD_RE = "|".join(["scratch", "moco", "moco_td", "vtdl", "supervised"])
-
-
 wildcard_constraints:
-    method=METHOD_RE,
-    backbone="|".join(BACKBONES),
+    method=names.regex(names.METHODS),
+    backbone=names.regex(names.BACKBONES),
     seed=r"\d+",
-
-
-def encoder_path(method, backbone, seed):
-    return f"results/pretrain/{PRETRAIN_DS}/{method}_{backbone}_s{seed}/encoder.pt"
 
 
 def pretrain_targets():
     return expand(
-        "results/pretrain/{ds}/{method}_{backbone}_s{seed}/summary.json",
+        names.PRETRAIN_SUMMARY,
         ds=PRETRAIN_DS,
         method=PRETRAIN_METHODS,
         backbone=PRETRAIN["backbones"],

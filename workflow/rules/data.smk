@@ -5,7 +5,7 @@
 # A checkpoint: extraction jobs list the generated files of their own class only.
 checkpoint synth:
     input:
-        code("data/synth.py", "data/video.py"),
+        code("vtdl.data.synth"),
     output:
         videos=directory("data/raw/{ds}/videos"),
         splits=directory("data/raw/{ds}/splits"),
@@ -29,7 +29,7 @@ checkpoint synth:
 rule extract:
     input:
         videos=extract_input,
-        code=code("data/extract.py", "data/framestore.py", "data/video.py"),
+        code=code("vtdl.data.extract"),
     output:
         directory("data/frames/{ds}/{shard}"),
     params:
@@ -55,7 +55,7 @@ rule splits:
     input:
         frames=lambda w: expand("data/frames/{ds}/{shard}", ds=w.ds, shard=shards(w.ds)),
         splits=split_files,
-        code=code("data/splits.py", "data/clips.py"),
+        code=code("vtdl.data.splits"),
     output:
         directory("data/splits/{ds}"),
     params:

@@ -14,21 +14,6 @@ except VtdlError as err:
 
 # Every result JSON of the grid (the report's input); a callable, as report.smk expects.
 downstream_targets = lambda: downstream_grid.targets(config)
-DOWNSTREAM_CODE = [
-    "downstream/__init__.py",
-    "downstream/common.py",
-    "downstream/job.py",
-    "metrics.py",
-    "augment.py",
-    "runtime.py",
-    "checkpoint.py",
-    "tracking.py",
-    "config.py",
-    "progress.py",
-    "data/clips.py",
-    "data/framestore.py",
-    *(f"models/{p.name}" for p in sorted((SRC / "models").glob("*.py"))),
-]
 
 
 rule finetune:
@@ -36,9 +21,9 @@ rule finetune:
         encoder=lambda w: downstream_grid.encoder_path(config, w.method, w.backbone, w.seed) or [],
         lists="data/splits/{ds}",
         frames=lambda w: expand("data/frames/{ds}/{shard}", ds=w.ds, shard=shards(w.ds)),
-        code=code("downstream/finetune.py", *DOWNSTREAM_CODE),
+        code=code("vtdl.downstream.finetune"),
     output:
-        "results/finetune/{ds}/split{split}/{method}_{backbone}_s{seed}.json",
+        names.job_file("results", "finetune", "json"),
     params:
         vtdl=VTDL,
         args=lambda w: downstream_grid.command_options(config, w),
@@ -53,9 +38,9 @@ rule finetune:
     conda:
         ENV
     log:
-        "logs/finetune/{ds}/split{split}/{method}_{backbone}_s{seed}.log",
+        names.job_file("logs", "finetune", "log"),
     benchmark:
-        "benchmarks/finetune/{ds}/split{split}/{method}_{backbone}_s{seed}.tsv"
+        names.job_file("benchmarks", "finetune", "tsv")
     shell:
         "{params.vtdl} finetune {params.args} --format {params.fmt}"
         " --settings {params.settings:q} --out {output:q} --threads {threads} > {log:q} 2>&1"
@@ -66,9 +51,9 @@ rule features:
         encoder=lambda w: downstream_grid.encoder_path(config, w.method, w.backbone, w.seed) or [],
         lists="data/splits/{ds}",
         frames=lambda w: expand("data/frames/{ds}/{shard}", ds=w.ds, shard=shards(w.ds)),
-        code=code("downstream/features.py", "downstream/cached.py", *DOWNSTREAM_CODE),
+        code=code("vtdl.downstream.features"),
     output:
-        downstream_grid.FEATURES,
+        names.FEATURES_FILE,
     params:
         vtdl=VTDL,
         args=lambda w: downstream_grid.command_options(config, w),
@@ -81,31 +66,20 @@ rule features:
     conda:
         ENV
     log:
-        "logs/features/{ds}/split{split}/{method}_{backbone}_s{seed}.log",
+        names.job_file("logs", "features", "log"),
     benchmark:
-        "benchmarks/features/{ds}/split{split}/{method}_{backbone}_s{seed}.tsv"
+        names.job_file("benchmarks", "features", "tsv")
     shell:
         "{params.vtdl} features {params.args}"
         " --settings {params.settings:q} --out {output:q} --threads {threads} > {log:q} 2>&1"
 
 
-# What the jobs that read cached features run (no torch, no model code).
-CACHED_CODE = [
-    "downstream/__init__.py",
-    "downstream/cached.py",
-    "downstream/job.py",
-    "metrics.py",
-    "tracking.py",
-    "config.py",
-]
-
-
 rule linear:
     input:
-        features=downstream_grid.FEATURES,
-        code=code("downstream/linear.py", *CACHED_CODE),
+        features=names.FEATURES_FILE,
+        code=code("vtdl.downstream.linear"),
     output:
-        "results/linear/{ds}/split{split}/{method}_{backbone}_s{seed}.json",
+        names.job_file("results", "linear", "json"),
     params:
         vtdl=VTDL,
         settings=downstream_grid.settings_json(config, "linear"),
@@ -114,9 +88,9 @@ rule linear:
     conda:
         ENV
     log:
-        "logs/linear/{ds}/split{split}/{method}_{backbone}_s{seed}.log",
+        names.job_file("logs", "linear", "log"),
     benchmark:
-        "benchmarks/linear/{ds}/split{split}/{method}_{backbone}_s{seed}.tsv"
+        names.job_file("benchmarks", "linear", "tsv")
     shell:
         "{params.vtdl} linear --features {input.features:q}"
         " --settings {params.settings:q} --out {output:q} > {log:q} 2>&1"
@@ -124,10 +98,10 @@ rule linear:
 
 rule retrieval:
     input:
-        features=downstream_grid.FEATURES,
-        code=code("downstream/retrieval.py", *CACHED_CODE),
+        features=names.FEATURES_FILE,
+        code=code("vtdl.downstream.retrieval"),
     output:
-        "results/retrieval/{ds}/split{split}/{method}_{backbone}_s{seed}.json",
+        names.job_file("results", "retrieval", "json"),
     params:
         vtdl=VTDL,
         settings=downstream_grid.settings_json(config, "retrieval"),
@@ -136,9 +110,9 @@ rule retrieval:
     conda:
         ENV
     log:
-        "logs/retrieval/{ds}/split{split}/{method}_{backbone}_s{seed}.log",
+        names.job_file("logs", "retrieval", "log"),
     benchmark:
-        "benchmarks/retrieval/{ds}/split{split}/{method}_{backbone}_s{seed}.tsv"
+        names.job_file("benchmarks", "retrieval", "tsv")
     shell:
         "{params.vtdl} retrieval --features {input.features:q}"
         " --settings {params.settings:q} --out {output:q} > {log:q} 2>&1"

@@ -6,29 +6,16 @@ rule pretrain:
     input:
         lists="data/splits/{ds}",
         frames=lambda w: expand("data/frames/{ds}/{shard}", ds=w.ds, shard=shards(w.ds)),
-        code=code(
-            "pretrain.py",
-            "pretext.py",
-            "losses.py",
-            "augment.py",
-            "runtime.py",
-            "checkpoint.py",
-            "tracking.py",
-            "config.py",
-            "data/triplets.py",
-            "data/clips.py",
-            "data/framestore.py",
-            *(f"models/{p.name}" for p in sorted((SRC / "models").glob("*.py"))),
-        ),
+        code=code("vtdl.pretrain"),
     output:
-        encoder="results/pretrain/{ds}/{method}_{backbone}_s{seed}/encoder.pt",
-        summary="results/pretrain/{ds}/{method}_{backbone}_s{seed}/summary.json",
+        encoder=names.ENCODER,
+        summary=names.PRETRAIN_SUMMARY,
     params:
         vtdl=VTDL,
         settings=json.dumps(PRETRAIN),
         out=subpath(output.encoder, parent=True),
     wildcard_constraints:
-        method="moco|moco_td|vtdl|supervised",
+        method=names.regex(names.PRETRAINED_METHODS),
     # One CPU thread per job lets two jobs share a 2-core machine; on a GPU machine raise it
     # with `--set-threads pretrain=8` (or in a profile). Snakemake counts `gpu` only when the
     # run declares it (`--resources gpu=1`).
@@ -38,9 +25,9 @@ rule pretrain:
     conda:
         ENV
     log:
-        "logs/pretrain/{ds}/{method}_{backbone}_s{seed}.log",
+        names.job_file("logs", "pretrain", "log", per_split=False),
     benchmark:
-        "benchmarks/pretrain/{ds}/{method}_{backbone}_s{seed}.tsv"
+        names.job_file("benchmarks", "pretrain", "tsv", per_split=False)
     shell:
         "{params.vtdl} pretrain --method {wildcards.method} --backbone {wildcards.backbone}"
         " --seed {wildcards.seed} --dataset {wildcards.ds} --lists {input.lists:q}"

@@ -7,13 +7,7 @@ rule report:
     input:
         # A function, so this file does not depend on the include order of downstream.smk.
         results=lambda wildcards: downstream_targets(),
-        code=code(
-            "report/__init__.py",
-            "report/collect.py",
-            "report/tables.py",
-            "report/plots.py",
-            "tracking.py",
-        ),
+        code=code("vtdl.report"),
     output:
         tables=expand(
             "results/tables/{table}.{ext}",

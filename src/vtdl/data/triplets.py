@@ -1,4 +1,4 @@
-"""Temporal triplet sampling for VTDL pretraining (METHOD.md §1), as pure functions of frame counts.
+"""Temporal triplet sampling for VTDL pretraining (docs/method.md §1), pure functions of lengths.
 
 A triplet is drawn from ONE video of `num_frames` frames: the anchor clip (`clip_len` frames,
 `stride` apart, 0-based start), the positive (exactly the anchor's frames; only its spatial

@@ -26,8 +26,6 @@ from vtdl.checkpoint import load_encoder
 from vtdl.config import add_settings_argument
 from vtdl.data.clips import ClipDataset, VideoEntry, read_list
 from vtdl.downstream.job import (
-    METHODS,
-    SCRATCH,
     JobSpec,
     finish,
     labelled_subset,
@@ -44,6 +42,7 @@ from vtdl.metrics import (
     ranking,
 )
 from vtdl.models import build_backbone, global_average_pool
+from vtdl.names import METHODS, SCRATCH, clip_metric
 from vtdl.progress import progress
 from vtdl.runtime import Runtime, seed_everything, select_runtime
 
@@ -245,7 +244,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="JSON constructor options of the scratch backbone (pretrain.backbone_options.<name>)",
     )
     parser.add_argument(
-        "--method", choices=METHODS, help="method tag (default: the encoder's; scratch for none)"
+        "--method",
+        choices=list(METHODS),
+        help="method tag (default: the encoder's; scratch for none)",
     )
     parser.add_argument(
         "--seed", type=int, help="seed (default: the encoder's; required with --encoder none)"
@@ -318,7 +319,7 @@ def classification_report(
         )
         scores = average_clip_probabilities(logits)
         for name, value in classification_metrics(scores, labels).items():
-            metrics[f"{job.prefix}/{name}_{clips}clip"] = value
+            metrics[f"{job.prefix}/{clip_metric(name, clips)}"] = value
         if clips == job.test_clips:
             confusion = confusion_matrix(labels, ranking(scores)[:, 0], job.num_classes)
     assert confusion is not None

@@ -1,6 +1,6 @@
 """`vtdl finetune`: train encoder + classifier on a labelled subset, test with 1 and N clips.
 
-Protocol (METHOD.md §7, without the original's defects):
+Protocol (docs/method.md §7, without the original's defects):
 - the model is the encoder (or a scratch backbone) plus `build_classifier_head` (I3D's head
   for i3d, global pool + dropout + linear otherwise), trained on `labels_per_class` videos
   per class of the split's training list, one random augmented clip per video and epoch;
@@ -43,7 +43,7 @@ from vtdl.runtime import build_optimizer, lr_at, seed_everything, set_lr
 
 PROTOCOL = "finetune"
 
-# The original's fine-tuning recipe (METHOD.md §7), by data set format.
+# The original's fine-tuning recipe (docs/method.md §7), by data set format.
 ORIGINAL_LR = {"hmdb51": 1e-3, "ucf101": 5e-4}
 ORIGINAL_RECIPE = {
     "optimizer": "sgd",

@@ -10,17 +10,14 @@ import json
 import shlex
 from typing import Any
 
-from vtdl.downstream.job import FEATURE_SETTINGS, PROTOCOLS, SECTIONS
+from vtdl.downstream.job import FEATURE_SETTINGS, SECTIONS
 from vtdl.errors import VtdlError
-
-RESULT = "results/{protocol}/{ds}/split{split}/{method}_{backbone}_s{seed}.json"
-# The cached frozen-encoder features that the linear probe and retrieval read (a rule pattern).
-FEATURES = "results/features/{ds}/split{split}/{method}_{backbone}_s{seed}.npz"
+from vtdl.names import ENCODER, FEATURES, PROTOCOLS, RESULT, SCRATCH, SUPERVISED
 
 
 def methods(config: dict) -> list[str]:
     """Rows of the ablation: scratch, every pretraining method, and the supervised reference."""
-    return ["scratch", *config["pretrain"]["methods"], "supervised"]
+    return [SCRATCH, *config["pretrain"]["methods"], SUPERVISED]
 
 
 def check(config: dict) -> None:
@@ -39,7 +36,7 @@ def check(config: dict) -> None:
         raise VtdlError("params: downstream.resize_short is smaller than downstream.crop_size")
 
 
-def targets(config: dict, protocols: tuple[str, ...] = PROTOCOLS) -> list[str]:
+def targets(config: dict, protocols: tuple[str, ...] = tuple(PROTOCOLS)) -> list[str]:
     """Every result JSON: protocols x data sets x splits x methods x backbones x seeds."""
     downstream, pretrain = config["downstream"], config["pretrain"]
     return [
@@ -60,10 +57,10 @@ def settings_json(config: dict, protocol: str) -> str:
     re-runs a job when its params change, and editing them must not re-run jobs that do not
     use them (adding a data set must not re-run every fine-tune).
     """
-    if protocol not in (*PROTOCOLS, "features"):
+    if protocol not in (*PROTOCOLS, FEATURES):
         raise ValueError(f"unknown protocol {protocol!r}")
     section = config["downstream"]
-    if protocol == "features":
+    if protocol == FEATURES:
         return json.dumps({k: section[k] for k in FEATURE_SETTINGS}, sort_keys=True)
     drop = {"datasets", "splits", *(s for s in SECTIONS if s != protocol)}
     return json.dumps({k: v for k, v in section.items() if k not in drop}, sort_keys=True)
@@ -71,10 +68,10 @@ def settings_json(config: dict, protocol: str) -> str:
 
 def encoder_path(config: dict, method: str, backbone: str, seed: Any) -> str | None:
     """The pretrained encoder a job starts from; None for scratch."""
-    if method == "scratch":
+    if method == SCRATCH:
         return None
-    return (
-        f"results/pretrain/{config['pretrain']['dataset']}/{method}_{backbone}_s{seed}/encoder.pt"
+    return ENCODER.format(
+        ds=config["pretrain"]["dataset"], method=method, backbone=backbone, seed=seed
     )
 
 
@@ -95,6 +92,6 @@ def command_options(config: dict, wildcards: Any) -> str:
         "--frames": f"data/frames/{w.ds}",
         "--pretrain-dataset": config["pretrain"]["dataset"],
     }
-    if w.method == "scratch":
+    if w.method == SCRATCH:
         del options["--pretrain-dataset"]  # no pretraining involved
     return " ".join(f"{k} {shlex.quote(str(v))}" for k, v in options.items())

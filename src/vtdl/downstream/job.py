@@ -30,11 +30,8 @@ from vtdl.config import load_settings
 from vtdl.errors import VtdlError
 from vtdl.fsutil import atomic_write_json
 from vtdl.metrics import write_confusion_png
+from vtdl.names import metric_prefix
 
-PROTOCOLS = ("finetune", "linear", "retrieval")
-SCRATCH = "scratch"
-METHODS = (SCRATCH, "moco", "moco_td", "vtdl", "supervised")
-CLASSIFICATION_METRICS = ("top1", "top5", "meanclass")
 # Sections of `downstream` that belong to one protocol; the others see none of them.
 SECTIONS = ("finetune", "linear")
 # The `downstream` keys a features job uses: the clips it encodes and how it runs. Nothing else
@@ -156,7 +153,7 @@ class JobSpec:
     @property
     def prefix(self) -> str:
         """Metric name prefix: `<dataset>/split<k>/<protocol>`."""
-        return f"{self.dataset}/split{self.split}/{self.protocol}"
+        return metric_prefix(self.dataset, self.split, self.protocol)
 
     @property
     def num_classes(self) -> int:

@@ -31,6 +31,7 @@ from vtdl.metrics import (
     confusion_matrix,
     ranking,
 )
+from vtdl.names import clip_metric
 
 PROTOCOL = "linear"
 
@@ -129,7 +130,7 @@ def linear_probe(args: argparse.Namespace) -> dict[str, Any]:
             logits = standardise(clip_features.astype(np.float64)) @ weight + bias
             scores = average_clip_probabilities(logits)
             for name, value in classification_metrics(scores, test_labels).items():
-                metrics[f"{job.prefix}/{name}_{clips}clip"] = value
+                metrics[f"{job.prefix}/{clip_metric(name, clips)}"] = value
             if clips == job.test_clips:
                 predictions = ranking(scores)[:, 0]
                 confusion = confusion_matrix(test_labels, predictions, job.num_classes)

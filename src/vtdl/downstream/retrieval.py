@@ -18,6 +18,7 @@ from vtdl import tracking
 from vtdl.downstream import cached
 from vtdl.downstream.job import finish
 from vtdl.metrics import RETRIEVAL_KS, recall_at_k
+from vtdl.names import recall_metric
 
 PROTOCOL = "retrieval"
 
@@ -40,7 +41,7 @@ def retrieval(args: argparse.Namespace) -> dict[str, Any]:
             features.train_labels,
             RETRIEVAL_KS,
         )
-        metrics = {f"{job.prefix}/recall_at_{k}": value for k, value in recall.items()}
+        metrics = {f"{job.prefix}/{recall_metric(k)}": value for k, value in recall.items()}
         return finish(run, job, metrics)
 
 

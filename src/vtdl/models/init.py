@@ -1,4 +1,4 @@
-"""Weight initialisation of the backbones (METHOD §4: "original init").
+"""Weight initialisation of the backbones (docs/method.md §4: "original init").
 
 The original code re-initialises every network it trains from scratch with one function applied
 to all sub-modules: convolutions get Xavier-uniform weights with gain sqrt(2) (the ReLU gain) and

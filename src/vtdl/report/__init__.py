@@ -3,7 +3,7 @@
 Reads only the store in effect (`MLFLOW_TRACKING_URI`, default `sqlite:///mlflow.db`) and its
 artifacts, so the results can be rebuilt after `dvc pull` without any training, and writes:
 
-    <out>/tables/ablation.{md,csv,tex}     METHOD.md §8 ablation, one table per
+    <out>/tables/ablation.{md,csv,tex}     docs/method.md §8 ablation, one table per
                                            (backbone, pretraining set), with the paired
                                            differences between rows and their intervals
     <out>/tables/differences.csv           those differences, one row per cell
@@ -52,8 +52,8 @@ def write_tables(store: Store, tables_dir: Path, clips: int) -> dict[str, str]:
     note = tables.CONVENTIONS
     abl = tables.ablation(store, clips)
     intro = (
-        f"METHOD.md §8 ablation. Fine-tune and linear probe: video-level top1 of the {clips}-clip "
-        f"test; retrieval: R@1. {note}\n\n{tables.DIFFERENCE_NOTE}"
+        f"docs/method.md §8 ablation. Fine-tune and linear probe: video-level top1 of the "
+        f"{clips}-clip test; retrieval: R@1. {note}\n\n{tables.DIFFERENCE_NOTE}"
     )
     texts["ablation.md"] = tables.render_markdown("Ablation", intro, abl.grids)
     texts["ablation.tex"] = tables.render_latex("Ablation", abl.grids)

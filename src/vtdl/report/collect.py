@@ -13,24 +13,30 @@ honest:
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from vtdl import tracking
 from vtdl.errors import VtdlError
+from vtdl.names import (
+    CLASSIFICATION_METRICS,
+    PRETRAIN,
+    PROTOCOLS,
+    SCRATCH,
+    is_final_metric,
+    metric_prefix,
+    parse_clip_metric,
+    parse_recall_metric,
+)
 
 log = logging.getLogger(__name__)
 
-DOWNSTREAM_PROTOCOLS = ("finetune", "linear", "retrieval")
-PRETRAIN_STAGE = "pretrain"
-SCRATCH = "scratch"
+DOWNSTREAM_PROTOCOLS = tuple(PROTOCOLS)
+PRETRAIN_STAGE = PRETRAIN
 # Pretext diagnostics read from the per-epoch means `pretrain/epoch/<name>` (last epoch).
 PRETEXT_METRICS = ("instance_acc", "pos_beats_neg", "loss", "train_top1")
 
-_CLIP_METRIC = re.compile(r"^(top1|top5|meanclass)_(\d+)clip$")
-_RECALL_METRIC = re.compile(r"^recall_at_(\d+)$")
 _REQUIRED_TAGS = ("method", "backbone", "dataset", "split", "seed")
 
 
@@ -73,20 +79,15 @@ class Store:
     pretrain: tuple[PretrainRun, ...]
 
 
-def is_final_metric(name: str) -> bool:
-    """True for a final evaluation metric (not a training curve such as `train_loss`)."""
-    return bool(_CLIP_METRIC.match(name) or _RECALL_METRIC.match(name))
-
-
 def metric_sort_key(name: str) -> tuple:
     """Canonical column order: 1-clip before N-clip, top1/top5/meanclass, then R@k by k."""
-    match = _CLIP_METRIC.match(name)
-    if match:
-        kind, clips = match.groups()
-        return (0, int(clips), ("top1", "top5", "meanclass").index(kind))
-    match = _RECALL_METRIC.match(name)
-    if match:
-        return (1, int(match.group(1)), 0)
+    clip = parse_clip_metric(name)
+    if clip:
+        kind, clips = clip
+        return (0, clips, CLASSIFICATION_METRICS.index(kind))
+    k = parse_recall_metric(name)
+    if k is not None:
+        return (1, k, 0)
     return (2, 0, name)
 
 
@@ -95,9 +96,9 @@ def clip_counts(runs: Iterable[DownstreamRun]) -> list[int]:
     found = set()
     for run in runs:
         for name in run.metrics:
-            match = _CLIP_METRIC.match(name)
-            if match and int(match.group(2)) > 1:
-                found.add(int(match.group(2)))
+            clip = parse_clip_metric(name)
+            if clip and clip[1] > 1:
+                found.add(clip[1])
     return sorted(found)
 
 
@@ -149,7 +150,7 @@ def _latest(runs: list[dict[str, Any]], key_of) -> list[tuple[tuple, dict[str, A
 
 def _downstream(run: dict[str, Any], ident: dict[str, Any]) -> DownstreamRun:
     protocol = run["tags"]["stage"]
-    prefix = f"{ident['dataset']}/split{ident['split']}/{protocol}/"
+    prefix = metric_prefix(ident["dataset"], ident["split"], protocol) + "/"
     metrics = {
         name[len(prefix) :]: float(value)
         for name, value in run["metrics"].items()
@@ -201,9 +202,9 @@ def load_store(
         VtdlError: the store has no finished downstream run matching the filter (the message
             names the store and the filter), or the store cannot be opened.
     """
-    uri = tracking._redact(tracking.tracking_uri())  # a server URI may carry a password
+    uri = tracking.redact(tracking.tracking_uri())  # a server URI may carry a password
     name = tracking.experiment_name(experiment)
-    database = tracking._sqlite_path(tracking.tracking_uri())
+    database = tracking.sqlite_path(tracking.tracking_uri())
     if database is not None and not database.exists():
         # Opening it would create an empty store: say what is missing instead.
         raise VtdlError(

@@ -16,7 +16,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from vtdl import tracking
-from vtdl.report.collect import SCRATCH, DownstreamRun, PretrainRun, Store
+from vtdl.names import SCRATCH, SUPERVISED
+from vtdl.report.collect import DownstreamRun, PretrainRun, Store
 from vtdl.report.tables import (
     Ablation,
     group_heading,
@@ -128,7 +129,7 @@ def pretext_curves(store: Store, dest: Path) -> list[Path]:
         curves_of: dict[str, dict[str, list]] = {key: {} for key, _ in PRETEXT_PANELS}
         for run in sorted(runs, key=lambda r: (method_key(r.method), r.seed)):
             for key, _ in PRETEXT_PANELS:
-                if key == "loss" and run.method == "supervised":
+                if key == "loss" and run.method == SUPERVISED:
                     continue  # cross-entropy: another objective, another scale
                 history = tracking.metric_history(run.run_id, f"pretrain/epoch/{key}")
                 if history:
@@ -210,12 +211,7 @@ def ablation_bars(result: Ablation, dest: Path) -> list[Path]:
 
 def _fetch(run: DownstreamRun, name: str, into: Path) -> Path | None:
     """Download artifact `name` of `run` into `into`; None when the run does not have it."""
-    from mlflow.artifacts import download_artifacts, list_artifacts
-
-    names = {Path(info.path).name for info in list_artifacts(artifact_uri=run.artifact_uri)}
-    if name not in names:
-        return None
-    return Path(download_artifacts(artifact_uri=f"{run.artifact_uri}/{name}", dst_path=str(into)))
+    return tracking.download_artifact(run.artifact_uri, name, into)
 
 
 def _redraw_confusion(matrix_path: Path, classes_path: Path | None, title: str, path: Path) -> None:

@@ -20,8 +20,16 @@ import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from vtdl.report.collect import (
+from vtdl.names import (
+    METHODS,
+    PROTOCOLS,
     SCRATCH,
+    clip_metric,
+    parse_clip_metric,
+    parse_recall_metric,
+    recall_metric,
+)
+from vtdl.report.collect import (
     DownstreamRun,
     PretrainRun,
     Store,
@@ -30,16 +38,8 @@ from vtdl.report.collect import (
 )
 
 MISSING = "—"
-ABLATION_METHODS = ("scratch", "moco", "moco_td", "vtdl", "supervised")
-METHOD_LABELS = {
-    "scratch": "scratch",
-    "moco": "+basic augmentation (moco)",
-    "moco_td": "+temporal negative (moco_td)",
-    "vtdl": "+TCA (vtdl)",
-    "supervised": "supervised (reference, all labels)",
-}
-PROTOCOL_ORDER = ("finetune", "linear", "retrieval")
-PROTOCOL_LABELS = {"finetune": "fine-tune", "linear": "linear probe", "retrieval": "retrieval"}
+ABLATION_METHODS = tuple(METHODS)
+PROTOCOL_ORDER = tuple(PROTOCOLS)
 PRETEXT_COLUMNS = (
     ("instance_acc", "instance acc"),
     ("pos_beats_neg", "pos beats temporal neg"),
@@ -81,16 +81,17 @@ def method_key(method: str) -> tuple[int, str]:
 
 
 def method_label(method: str) -> str:
-    return METHOD_LABELS.get(method, method)
+    return METHODS[method].label if method in METHODS else method
 
 
 def metric_label(name: str) -> str:
     """`top1_10clip` -> "top1 (10-clip)", `recall_at_5` -> "R@5"."""
-    if name.startswith("recall_at_"):
-        return f"R@{name.removeprefix('recall_at_')}"
-    kind, _, clips = name.rpartition("_")
-    if clips.endswith("clip"):
-        return f"{kind} ({clips.removesuffix('clip')}-clip)"
+    k = parse_recall_metric(name)
+    if k is not None:
+        return f"R@{k}"
+    clip = parse_clip_metric(name)
+    if clip:
+        return f"{clip[0]} ({clip[1]}-clip)"
     return name
 
 
@@ -295,20 +296,12 @@ def _cell(
 
 
 def ablation_columns(clips: int) -> tuple[tuple[str, str], ...]:
-    top1 = f"top1_{clips}clip"
-    return (("finetune", top1), ("linear", top1), ("retrieval", "recall_at_1"))
+    top1 = clip_metric("top1", clips)
+    return (("finetune", top1), ("linear", top1), ("retrieval", recall_metric(1)))
 
 
 # Paired differences the ablation reports (row minus baseline), beyond-noise marked.
-DIFFERENCES = (
-    ("moco", "scratch"),
-    ("moco_td", "scratch"),
-    ("moco_td", "moco"),
-    ("vtdl", "scratch"),
-    ("vtdl", "moco"),
-    ("vtdl", "moco_td"),
-    ("supervised", "scratch"),
-)
+DIFFERENCES = tuple((name, base) for name, m in METHODS.items() for base in m.compare_to)
 DIFFERENCE_NOTE = (
     "Paired differences: for each seed present in both rows (the same seed draws the same "
     "labelled subset and initialisation), row minus baseline, in percentage points; a cell is "
@@ -374,7 +367,7 @@ def ablation(store: Store, clips: int) -> Ablation:
         ]
         columns = [Column("setting", "text")] + [
             Column(
-                f"{ds}/split{split} {PROTOCOL_LABELS[protocol]} {metric_label(metric)}",
+                f"{ds}/split{split} {PROTOCOLS[protocol]} {metric_label(metric)}",
                 "acc",
             )
             for ds, split, protocol, metric in spec
@@ -494,7 +487,7 @@ def all_metrics(store: Store) -> tuple[Grid, list[tuple]]:
                 method,
                 ds,
                 str(split),
-                PROTOCOL_LABELS.get(protocol, protocol),
+                PROTOCOLS.get(protocol, protocol),
                 str(n),
                 *stats,
             )
