@@ -1,5 +1,6 @@
 """TemporalMoCo: queue, momentum encoder, gradient flow, checkpoints, and that it learns."""
 
+import copy
 import statistics
 
 import pytest
@@ -408,3 +409,66 @@ def test_bn_splits_normalise_each_group_alone_and_shuffle_the_keys():
         assert torch.allclose(model._key_embeddings(positive), model.encoder_k(positive))
     with pytest.raises(ValueError, match="bn_splits"):
         _model(bn_splits=0)
+
+
+class NormFreeBackbone(nn.Module):
+    """Conv3d -> ReLU: no batch norm, so a micro-batch computes what the whole batch does."""
+
+    feature_dim = 16
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv3d(3, self.feature_dim, 3, padding=1, stride=(1, 2, 2))
+
+    def forward(self, clips):
+        return F.relu(self.conv(clips))
+
+
+@pytest.mark.parametrize("use_negative", [False, True])
+def test_two_accumulated_micro_batches_equal_one_batch_of_twice_the_size(use_negative):
+    """2 x 16 with accumulation = 1 x 32: one EMA step and one enqueue per optimizer step."""
+    torch.manual_seed(0)
+    whole = TemporalMoCo(
+        NormFreeBackbone(),
+        dim=8,
+        queue_size=40,
+        momentum=0.5,
+        use_negative=use_negative,
+        generator=torch.Generator().manual_seed(0),
+    )
+    accumulated = copy.deepcopy(whole)
+    optimizers = [torch.optim.SGD(m.encoder_q.parameters(), lr=0.5) for m in (whole, accumulated)]
+    for step in range(3):  # the EMA after the first step is not a no-op any more
+        anchor, positive, negative = _triplet(batch=32, seed=step)
+        negative = negative if use_negative else None
+        out = whole(anchor, positive, negative)
+        out["loss"].backward()
+        losses = []
+        for half in (slice(0, 16), slice(16, 32)):
+            micro = accumulated(
+                anchor[half],
+                positive[half],
+                negative[half] if use_negative else None,
+                last_micro_batch=half.start == 16,
+            )
+            (micro["loss"] / 2).backward()
+            losses.append(micro["loss"].detach())
+        torch.testing.assert_close(torch.stack(losses).mean(), out["loss"].detach())
+        for optimizer in optimizers:
+            optimizer.step()
+            optimizer.zero_grad()
+        pairs = zip(whole.state_dict().items(), accumulated.state_dict().values(), strict=True)
+        for (name, a), b in pairs:
+            torch.testing.assert_close(a, b, msg=f"step {step}: {name}")
+    assert int(accumulated.queue_ptr) == 3 * 32 % 40
+
+
+def test_micro_batches_without_the_last_flag_do_not_touch_the_queue():
+    model = _model(use_negative=False, queue_size=12)
+    model.train()
+    before = model.queue.clone()
+    anchor, positive, _ = _triplet(batch=4)
+    model(anchor, positive, last_micro_batch=False)
+    torch.testing.assert_close(model.queue, before)
+    model(anchor, positive, last_micro_batch=True)
+    assert int(model.queue_ptr) == 8  # both micro-batches' keys, enqueued together

@@ -107,9 +107,13 @@ def test_same_seed_gives_the_same_weights(tiny_set):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_interrupted_then_resumed_run_matches_an_uninterrupted_one(tiny_set, monkeypatch):
+@pytest.mark.parametrize("grad_accum", [1, 2])  # 3 steps per epoch: groups of 2 and 1
+def test_interrupted_then_resumed_run_matches_an_uninterrupted_one(
+    tiny_set, monkeypatch, grad_accum
+):
     root, frames, lists = tiny_set
-    pretrain_stage.pretrain(_args(root, frames, lists, "whole"), _settings())
+    settings = _settings(grad_accum=grad_accum)
+    pretrain_stage.pretrain(_args(root, frames, lists, "whole"), settings)
 
     original = pretrain_stage._Job.train_epoch
 
@@ -120,11 +124,11 @@ def test_interrupted_then_resumed_run_matches_an_uninterrupted_one(tiny_set, mon
 
     monkeypatch.setattr(pretrain_stage._Job, "train_epoch", killed_in_epoch_three)
     with pytest.raises(KeyboardInterrupt):
-        pretrain_stage.pretrain(_args(root, frames, lists, "split"), _settings())
+        pretrain_stage.pretrain(_args(root, frames, lists, "split"), settings)
     assert load_checkpoint(root / "split" / "checkpoint.pt")["epoch"] == 2
     assert not (root / "split" / "encoder.pt").exists()
     monkeypatch.setattr(pretrain_stage._Job, "train_epoch", original)
-    pretrain_stage.pretrain(_args(root, frames, lists, "split"), _settings())
+    pretrain_stage.pretrain(_args(root, frames, lists, "split"), settings)
 
     whole, resumed = (
         _weights(root / "whole" / "encoder.pt"),

@@ -88,9 +88,13 @@ class TemporalMoCo(nn.Module):
         2. q = f_q(anchor); k = f_k(positive) without gradient; n = f_q(negative) with gradient.
         3. loss and metrics from [q.k, q.queue, q.n] / tau, against the queue of earlier keys.
         4. Enqueue k (FIFO), after the logits, so a key never serves as its own negative.
-    Call forward once per optimizer step (gradient accumulation would need the EMA moved to
-    after the optimizer step). Steps 1 and 4 change state only in training mode: an
-    evaluation pass (model.eval()) leaves the queue and the key encoder untouched. The queue,
+    Gradient accumulation: an optimizer step made of several micro-batches calls forward once
+    per micro-batch with `last_micro_batch=False` except on the last. Step 1 then runs once,
+    before the first micro-batch, every micro-batch sees the same queue, and the keys of all
+    of them are enqueued together after the last, in order: k micro-batches of b clips are one
+    batch of k*b clips (up to batch norm, whose statistics are per micro-batch). Steps 1 and 4
+    change state only in training mode: an evaluation pass (model.eval()) leaves the queue and
+    the key encoder untouched. The queue,
     its pointer and both encoders are registered, so `state_dict()` resumes a run exactly.
     """
 
@@ -131,6 +135,9 @@ class TemporalMoCo(nn.Module):
         # Index of the oldest key, i.e. the next row to overwrite. A tensor (not an int) so it
         # is saved in checkpoints and updated on the device without a host synchronisation.
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
+        # Keys of the micro-batches of the current optimizer step not yet enqueued. Empty
+        # between steps (and so at every checkpoint, which is taken between steps).
+        self._pending_keys: list[Tensor] = []
 
     @property
     def backbone(self) -> nn.Module:
@@ -204,15 +211,21 @@ class TemporalMoCo(nn.Module):
             return keys
 
     def forward(
-        self, anchor: Tensor, positive: Tensor, negative: Tensor | None = None
+        self,
+        anchor: Tensor,
+        positive: Tensor,
+        negative: Tensor | None = None,
+        last_micro_batch: bool = True,
     ) -> dict[str, Tensor | dict[str, Tensor]]:
-        """One pretext step on a batch of temporal triplets.
+        """One pretext step (or one micro-batch of it) on a batch of temporal triplets.
 
         Args:
             anchor: (B, C, T, H, W) anchor clips (TCA already applied for vtdl).
             positive: (B, C, T, H, W) the same frames under another spatial augmentation.
             negative: (B, C, T, H, W) clips of the same videos at another time; required when
                 `use_negative`, must be None otherwise.
+            last_micro_batch: False for every micro-batch of an accumulated optimizer step but
+                the last (see the class docstring); True (the default) without accumulation.
 
         Returns:
             {"loss": scalar with gradient, "logits": (B, 1 + K [+ 1]) detached float32,
@@ -222,7 +235,7 @@ class TemporalMoCo(nn.Module):
         if self.use_negative != (negative is not None):
             wanted = "requires a negative" if self.use_negative else "takes no negative"
             raise ValueError(f"use_negative={self.use_negative}: forward {wanted}")
-        if self.training:
+        if self.training and not self._pending_keys:  # the first micro-batch of a step
             self._momentum_update_key_encoder()
 
         q = self._grouped(self.encoder_q, anchor)
@@ -245,5 +258,8 @@ class TemporalMoCo(nn.Module):
         metrics["loss"] = loss.detach()
 
         if self.training:
-            self._dequeue_and_enqueue(k)
+            self._pending_keys.append(k)
+            if last_micro_batch:
+                self._dequeue_and_enqueue(torch.cat(self._pending_keys))
+                self._pending_keys = []
         return {"loss": loss, "logits": logits.detach(), "metrics": metrics}

@@ -209,7 +209,8 @@ class _Job:
             )
         return self.loader
 
-    def _forward(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, Any]:
+    def _forward(self, batch: dict[str, torch.Tensor], step: int, last: bool) -> dict[str, Any]:
+        """The loss and metrics of one micro-batch; `last`: it ends an optimizer step."""
         to = self.runtime.to_device
         anchor = to(batch["anchor"])
         with self.runtime.autocast():
@@ -224,7 +225,7 @@ class _Job:
                     anchor, self.settings["tca_alpha"], _step_generator(self.seed, step)
                 )
             negative = to(batch["negative"]) if "negative" in batch else None
-            return self.model(anchor, to(batch["positive"]), negative)
+            return self.model(anchor, to(batch["positive"]), negative, last_micro_batch=last)
 
     def train_epoch(self, run: tracking.Run) -> dict[str, float]:
         accum = self.settings["grad_accum"]
@@ -253,9 +254,13 @@ class _Job:
             wait = fetched - tick
             waited += wait
             step = self.epoch * self.steps_per_epoch + i
-            out = self._forward(batch, step)
-            self.scaler.scale(out["loss"] / accum).backward()
-            if (i + 1) % accum == 0 or i + 1 == self.steps_per_epoch:
+            # An optimizer step averages the losses of its micro-batches (the last group of an
+            # epoch may be shorter); it ends at the epoch's end, so checkpoints fall between.
+            group = min(accum, self.steps_per_epoch - i // accum * accum)
+            last = (i + 1) % accum == 0 or i + 1 == self.steps_per_epoch
+            out = self._forward(batch, step, last)
+            self.scaler.scale(out["loss"] / group).backward()
+            if last:
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
                 self.optimizer.zero_grad(set_to_none=True)
