@@ -44,6 +44,7 @@ PORT ?= 5000
 ui: $(STAMP)
 	@echo "MLflow UI: http://127.0.0.1:$(PORT)  (store: $(MLFLOW_TRACKING_URI); Ctrl-C to stop)"
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=$${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false} \
+	MLFLOW_DISABLE_TELEMETRY=$${MLFLOW_DISABLE_TELEMETRY:-true} \
 	$(BIN)/mlflow server --backend-store-uri '$(MLFLOW_TRACKING_URI)' \
 		--default-artifact-root ./mlartifacts --host 127.0.0.1 --port $(PORT) --workers 1
 

@@ -194,11 +194,19 @@ def test_finetune_from_an_encoder_writes_result_tags_curves_and_artifacts(tiny):
     assert tags["stage"] == "finetune" and tags["dataset"] == "tinyset" and tags["split"] == "1"
     assert tags["method"] == "vtdl" and tags["seed"] == "3"  # from the encoder's record
     assert tags["pretrain_dataset"] == "pool" and tags["pretrain_run_id"] == "pretrain-run-1"
+    # Nested under its pretraining run in the UI, with a short name and its lists as inputs.
+    assert tags["mlflow.parentRunId"] == "pretrain-run-1"
+    assert run["run_name"] == "finetune tinyset/1"
     assert run["params"]["finetune.epochs"] == "4" and run["params"]["num_train_videos"] == "9"
     curve = tracking.metric_history(result["mlflow_run_id"], "tinyset/split1/finetune/train_loss")
     assert [step for step, _ in curve] == [1, 2, 3, 4]
     from mlflow import MlflowClient
 
+    inputs = MlflowClient().get_run(result["mlflow_run_id"]).inputs.dataset_inputs
+    assert sorted((i.dataset.name, i.tags[0].value) for i in inputs) == [
+        ("tinyset/split1/test", "evaluation"),
+        ("tinyset/split1/train", "training"),
+    ]
     artifacts = {a.path for a in MlflowClient().list_artifacts(result["mlflow_run_id"])}
     assert artifacts == {
         f"confusion_{CLIPS}clip.png",
@@ -299,7 +307,8 @@ def test_linear_probe_and_retrieval_read_the_cached_features(tiny):
     _check_accuracies(result["metrics"], "linear")
     run = _run_of(result)
     assert run["tags"]["stage"] == "linear" and run["tags"]["method"] == "scratch"
-    assert "pretrain_run_id" not in run["tags"]
+    assert "pretrain_run_id" not in run["tags"] and "mlflow.parentRunId" not in run["tags"]
+    assert run["run_name"] == "linear tinyset/1 scratch small3d s5"
     assert "linear.weight_decay" in run["params"] and "finetune.lr" not in run["params"]
     assert run["params"]["num_train_videos"] == "9"  # labels_per_class 3 x 3 classes
     again = linear.linear_probe(_cached_args(linear, tiny, scratch, "lin2.json"))

@@ -16,6 +16,7 @@ from vtdl.checkpoint import load_checkpoint, load_encoder
 from vtdl.config import load_settings
 from vtdl.data.framestore import frame_file_path, write_frames
 from vtdl.errors import VtdlError
+from vtdl.fsutil import sha256_file
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = 3
@@ -88,6 +89,17 @@ def test_pretrain_writes_encoder_summary_and_logs_to_mlflow(tiny_set):
     assert run["run_id"] == summary["mlflow_run_id"] == record["source"]["mlflow_run_id"]
     assert run["tags"]["method"] == "vtdl" and run["tags"]["seed"] == "3"
     assert run["tags"]["checkpoint_sha256"] == summary["checkpoint_sha256"]
+    assert run["run_name"] == "vtdl small3d s3"
+    # The encoder handed downstream, as an artifact with its checksum; the list as an input.
+    assert run["tags"]["encoder_sha256"] == sha256_file(out / "encoder.pt")
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    assert [a.path for a in client.list_artifacts(run["run_id"], "encoder")] == [
+        "encoder/encoder.pt"
+    ]
+    (entry,) = client.get_run(run["run_id"]).inputs.dataset_inputs
+    assert entry.dataset.name == "tiny/split1/train"
     # 12 videos, batch 4: 3 steps per epoch, 3 epochs.
     steps = [s for s, _ in tracking.metric_history(run["run_id"], "pretrain/loss")]
     assert steps == list(range(9))

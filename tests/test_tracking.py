@@ -436,3 +436,60 @@ def test_two_processes_log_to_one_fresh_store_at_once(
     for found in runs:
         assert found["status"] == "FINISHED"
         assert [s for s, _ in metric_history(found["run_id"], "loss")] == list(range(steps))
+
+
+def _client():
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking.tracking_uri())
+
+
+def test_the_experiment_is_a_described_model_training_experiment(store: Path):
+    with start_run("pretrain", {}, {"scenario": "kind"}):
+        pass
+    experiment = _client().get_experiment_by_name("vtdl")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert "pretraining runs" in experiment.tags["mlflow.note.content"].lower()
+    # A store made before the tags existed gets them the next time a job opens it.
+    client = _client()
+    client.delete_experiment_tag(experiment.experiment_id, "mlflow.experimentKind")
+    with start_run("pretrain", {}, {"scenario": "kind"}):
+        pass
+    kind = client.get_experiment(experiment.experiment_id).tags["mlflow.experimentKind"]
+    assert kind == "custom_model_development"
+
+
+def test_dataset_inputs_are_logged_once_even_when_a_run_is_resumed(store: Path, tmp_path: Path):
+    listing = tmp_path / "train.csv"
+    listing.write_text("a.avi,0\n")
+    digest = hashlib.sha256(listing.read_bytes()).hexdigest()
+    with start_run("pretrain", {"x": 1}, {"scenario": "inputs"}) as run:
+        run.log_dataset("tinyset/split1/train", listing, digest, "training")
+    with start_run("pretrain", {"x": 1}, {"scenario": "inputs"}, resume_run_id=run.run_id) as again:
+        again.log_dataset("tinyset/split1/train", listing, digest, "training")
+    (entry,) = _client().get_run(run.run_id).inputs.dataset_inputs
+    assert entry.dataset.name == "tinyset/split1/train" and entry.dataset.digest == digest[:16]
+    assert str(listing) in entry.dataset.source
+    assert [(t.key, t.value) for t in entry.tags] == [("mlflow.data.context", "training")]
+
+
+def test_nested_runs_and_system_metrics(store: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(tracking, "SYSTEM_METRICS_INTERVAL_S", 0.2)
+    with start_run("pretrain", {}, {"scenario": "system"}, system_metrics=True) as parent:
+        time.sleep(1.0)
+    with start_run("linear", {}, {"scenario": "system"}, parent_run_id=parent.run_id) as child:
+        pass
+    runs = {r["run_id"]: r for r in find_runs("tags.scenario = 'system'")}
+    assert runs[child.run_id]["tags"]["mlflow.parentRunId"] == parent.run_id
+    assert "system/cpu_utilization_percentage" in runs[parent.run_id]["metrics"]
+    assert "system/system_memory_usage_megabytes" in runs[parent.run_id]["metrics"]
+    assert not any(name.startswith("system/") for name in runs[child.run_id]["metrics"])
+
+
+def test_mlflow_telemetry_is_off_unless_the_user_turns_it_on(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.delenv("MLFLOW_DISABLE_TELEMETRY", raising=False)
+    tracking._quiet_mlflow()
+    assert os.environ["MLFLOW_DISABLE_TELEMETRY"] == "true"
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "false")
+    tracking._quiet_mlflow()
+    assert os.environ["MLFLOW_DISABLE_TELEMETRY"] == "false"

@@ -106,7 +106,7 @@ class _Job:
         self.runtime: Runtime = select_runtime(
             settings["device"], settings["amp"], settings["channels_last"]
         )
-        list_file = Path(args.lists) / f"split{settings['split']}" / "train.csv"
+        self.list_file = list_file = Path(args.lists) / f"split{settings['split']}" / "train.csv"
         entries = read_list(list_file)
         self.num_classes = max(e.label for e in entries) + 1
         batch = settings["batch_size"]
@@ -300,12 +300,23 @@ def pretrain(args: argparse.Namespace, settings: dict) -> dict[str, Any]:
     job.resume()
     epochs = settings["epochs"]
     params = {"method": args.method, "backbone": args.backbone, "seed": args.seed, **settings}
-    run_name = f"pretrain {args.method} {args.backbone} s{args.seed}"
+    run_name = f"{args.method} {args.backbone} s{args.seed}"
     means: dict[str, float] = {}
     with tracking.start_run(
-        "pretrain", params, _tags(args, settings), run_name=run_name, resume_run_id=job.run_id
+        "pretrain",
+        params,
+        _tags(args, settings),
+        run_name=run_name,
+        resume_run_id=job.run_id,
+        system_metrics=True,
     ) as run:
         job.run_id = run.run_id
+        run.log_dataset(
+            f"{args.dataset}/split{settings['split']}/train",
+            job.list_file,
+            job.identity["train_list_sha256"],
+            "training",
+        )
         print(
             f"pretrain {args.method}/{args.backbone} seed {args.seed} on {args.dataset}: "
             f"{len(job.dataset)} videos, {job.steps_per_epoch} steps/epoch, {epochs} epochs, "
@@ -341,6 +352,9 @@ def pretrain(args: argparse.Namespace, settings: dict) -> dict[str, Any]:
             backbone.state_dict(),
             source,
         )
+        # The encoder the downstream stages start from, in the run with its checksum.
+        run.log_artifact(job.out / "encoder.pt", "encoder")
+        run.set_tags({"encoder_sha256": sha256_file(job.out / "encoder.pt")})
         summary = {
             "mlflow_run_id": run.run_id,
             "checkpoint_sha256": checksum,

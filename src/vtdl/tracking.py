@@ -7,7 +7,11 @@ alone through `find_runs` and `metric_history`. Where the store lives:
   is the project root under Snakemake). MLflow 3 refuses the old `./mlruns` file store.
 - Artifacts of a local sqlite store go to `mlartifacts/` next to the database file: MLflow's own
   default would be `./mlruns/<experiment id>` under whatever the working directory happens to be.
-- Experiment `vtdl`, overridable by the `experiment` argument or `VTDL_EXPERIMENT`.
+- Experiment `vtdl`, overridable by the `experiment` argument or `VTDL_EXPERIMENT`. It is marked
+  as a model-training experiment (MLflow 3's UI then opens on its runs, not on GenAI traces)
+  and carries a description.
+- MLflow's usage telemetry is off unless the user turns it on (`MLFLOW_DISABLE_TELEMETRY=false`):
+  jobs run on offline clusters and shared machines.
 
 MLflow is imported lazily (it takes seconds), so modules that import this one stay fast to load.
 The fluent `mlflow.start_run` API is not used: an explicit `MlflowClient` keeps no global
@@ -60,6 +64,18 @@ TAG_GIT_COMMIT = "git_commit"
 TAG_PARAMS_DIGEST = "params_digest"
 TAG_RESUME_COUNT = "resume_count"
 TAG_RESUME_OF = "resume_of"
+# What the MLflow 3 UI reads to open an experiment on its training runs, and its description.
+EXPERIMENT_TAGS = {
+    "mlflow.experimentKind": "custom_model_development",
+    "mlflow.note.content": (
+        "vtdl: self-supervised video representation learning (temporal triplets, TCA, MoCo "
+        "queue). Pretraining runs (stage=pretrain) with their downstream runs (finetune, "
+        "linear, retrieval) nested under them; scratch runs at the top level. Every table of "
+        "`vtdl report` is rebuilt from these runs."
+    ),
+}
+# Seconds between system-metric samples (CPU, memory, disk, GPU when present) of long jobs.
+SYSTEM_METRICS_INTERVAL_S = 15.0
 _RESERVED_TAGS = {TAG_STAGE, TAG_GIT_COMMIT, TAG_PARAMS_DIGEST, TAG_RESUME_COUNT, TAG_RESUME_OF}
 
 # MLflow's rule for param, metric and tag names (POSIX), plus "must not look like another path".
@@ -209,6 +225,7 @@ def _quiet_mlflow() -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     for name in ("mlflow", "alembic"):
         logger = logging.getLogger(name)
         if logger.level < logging.WARNING:
@@ -430,7 +447,10 @@ def _experiment_id(client: MlflowClient, uri: str, name: str, create: bool) -> s
     if experiment is None and create:
         try:
             return _retry(
-                client.create_experiment, name, artifact_location=_default_artifact_location(uri)
+                client.create_experiment,
+                name,
+                artifact_location=_default_artifact_location(uri),
+                tags=EXPERIMENT_TAGS,
             )
         except MlflowException as err:
             # Another job created it between our look-up and our create: use theirs.
@@ -445,6 +465,10 @@ def _experiment_id(client: MlflowClient, uri: str, name: str, create: bool) -> s
             f"(mlflow experiments restore --experiment-id {experiment.experiment_id}) or set "
             "VTDL_EXPERIMENT to another name"
         )
+    if create:  # a store made by an older vtdl: mark it too (the user's own tags are kept)
+        for key, value in EXPERIMENT_TAGS.items():
+            if key not in experiment.tags:
+                _retry(client.set_experiment_tag, experiment.experiment_id, key, value)
     return experiment.experiment_id
 
 
@@ -566,6 +590,26 @@ class Run:
         """Store a matplotlib figure as an image artifact (format from the file extension)."""
         _retry(self._client.log_figure, self.run_id, figure, artifact_file)
 
+    # -- inputs --------------------------------------------------------------------------------
+
+    def log_dataset(self, name: str, path: str | os.PathLike, sha256: str, context: str) -> None:
+        """Record the list a run read as an MLflow dataset input (nothing is copied).
+
+        `name` e.g. "synth_hmdb/split1/train", `path` the list file, `sha256` its checksum (the
+        digest, shortened as MLflow shows it), `context` "training" or "evaluation". Logging the
+        same list again (a resumed run) adds nothing.
+        """
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        dataset = Dataset(
+            name=name,
+            digest=sha256[:16],
+            source_type="local",
+            source=json.dumps({"uri": str(path)}),
+        )
+        entry = DatasetInput(dataset, tags=[InputTag("mlflow.data.context", context)])
+        _retry(self._client.log_inputs, self.run_id, datasets=[entry])
+
 
 def _render_tags(tags: Mapping[str, Any]) -> dict[str, str]:
     rendered = {}
@@ -613,6 +657,20 @@ def _standard_tags(stage: str, params: Mapping[str, Any], tags: Mapping[str, Any
     return {**standard, **tags}
 
 
+def _system_metrics_monitor(run_id: str, uri: str, resumed: bool) -> Any:
+    """MLflow's system-metrics monitor on `run_id`, started (a resumed run continues its steps)."""
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    monitor = SystemMetricsMonitor(
+        run_id,
+        sampling_interval=SYSTEM_METRICS_INTERVAL_S,
+        resume_logging=resumed,
+        tracking_uri=uri,
+    )
+    monitor.start()
+    return monitor
+
+
 def _reopen(client: MlflowClient, resume_run_id: str) -> Any | None:
     """The existing, not deleted run `resume_run_id`, or None (with a warning) when it is gone."""
     from mlflow.exceptions import MlflowException
@@ -642,6 +700,7 @@ def start_run(
     resume_run_id: str | None = None,
     experiment: str | None = None,
     flush_interval_s: float = DEFAULT_FLUSH_INTERVAL_S,
+    system_metrics: bool = False,
 ) -> Iterator[Run]:
     """Open an MLflow run for one stage job and close it when the block ends.
 
@@ -662,6 +721,9 @@ def start_run(
             has it). Its parameters must not have changed.
         experiment: experiment name (default `VTDL_EXPERIMENT` or "vtdl").
         flush_interval_s: at most this many seconds between writes of buffered metrics.
+        system_metrics: sample CPU, memory, disk and GPU use every
+            `SYSTEM_METRICS_INTERVAL_S` (or `MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL`) seconds
+            into `system/...` metrics, as MLflow's own monitor does (for long jobs).
 
     Raises:
         VtdlError: unusable tracking store, deleted experiment, or changed parameters on resume.
@@ -696,10 +758,13 @@ def start_run(
     )
 
     status = RunStatus.to_string(RunStatus.FINISHED)
+    monitor = None
     try:
         if existing is None:
             _log_params(client, run_id, flat)
         run.set_tags(all_tags)
+        if system_metrics:
+            monitor = _system_metrics_monitor(run_id, uri, resumed=existing is not None)
         yield run
     except (KeyboardInterrupt, SystemExit):
         status = RunStatus.to_string(RunStatus.KILLED)
@@ -708,6 +773,8 @@ def start_run(
         status = RunStatus.to_string(RunStatus.FAILED)
         raise
     finally:
+        if monitor is not None:
+            monitor.finish()
         try:
             run.flush()
         except Exception:

@@ -186,10 +186,10 @@ def finetune(args: argparse.Namespace) -> dict[str, Any]:
         trainer.load(state)
         print(f"resuming from {ckpt} at epoch {trainer.epoch}", flush=True)
     epochs = recipe["epochs"]
-    with tracking.start_run(
-        PROTOCOL, params, job.tags(), run_name=job.run_name(), resume_run_id=trainer.run_id
-    ) as run:
+    with job.start_run(params, resume_run_id=trainer.run_id, system_metrics=True) as run:
         trainer.run_id = run.run_id
+        lists = job.lists / f"split{job.split}"
+        job.log_inputs(run, str(lists / "train.csv"), str(lists / "test.csv"))
         print(
             f"{job.run_name()}: {len(trainer.indices)} labelled videos of "
             f"{len(job.train_entries)}, {job.num_classes} classes, {epochs} epochs, device "

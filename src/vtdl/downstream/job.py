@@ -201,10 +201,37 @@ class JobSpec:
         return {name: getattr(self, name) for name in IDENTITY}
 
     def run_name(self) -> str:
+        """The job in full, for its log."""
         return (
             f"{self.protocol} {self.dataset} split{self.split} {self.method} "
             f"{self.backbone_name} s{self.seed}"
         )
+
+    def mlflow_run_name(self) -> str:
+        """Short, for MLflow's run list: nested under its pretraining run, the protocol and
+        the data set say the rest; a top-level (scratch) run names its encoder too."""
+        short = f"{self.protocol} {self.dataset}/{self.split}"
+        if self.pretrain_run_id:
+            return short
+        return f"{short} {self.method} {self.backbone_name} s{self.seed}"
+
+    def start_run(self, params: dict[str, Any], **options: Any) -> Any:
+        """The job's MLflow run (a context manager): its name, tags, and its pretraining run
+        as parent, so the UI shows each encoder's evaluations under it."""
+        return tracking.start_run(
+            self.protocol,
+            params,
+            self.tags(),
+            run_name=self.mlflow_run_name(),
+            parent_run_id=self.pretrain_run_id,
+            **options,
+        )
+
+    def log_inputs(self, run: tracking.Run, train_source: str, test_source: str) -> None:
+        """The train and test lists as the run's MLflow dataset inputs (their digests)."""
+        base = f"{self.dataset}/split{self.split}"
+        run.log_dataset(f"{base}/train", train_source, self.train_list_sha256, "training")
+        run.log_dataset(f"{base}/test", test_source, self.test_list_sha256, "evaluation")
 
 
 def log_confusion(run: tracking.Run, job: JobSpec, confusion: np.ndarray) -> None:

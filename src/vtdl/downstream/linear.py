@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 
-from vtdl import tracking
 from vtdl.downstream import cached
 from vtdl.downstream.job import finish, log_confusion
 from vtdl.metrics import (
@@ -93,7 +92,8 @@ def linear_probe(args: argparse.Namespace) -> dict[str, Any]:
     probe = job.settings[PROTOCOL]
     indices = job.labelled_indices()
     job.extra_params = {"num_train_videos": len(indices)}
-    with tracking.start_run(PROTOCOL, job.params(), job.tags(), run_name=job.run_name()) as run:
+    with job.start_run(job.params()) as run:
+        job.log_inputs(run, args.features, args.features)
         print(
             f"{job.run_name()}: {len(indices)} labelled videos, mean features of "
             f"{job.test_clips} clips each; MLflow run {run.run_id}",

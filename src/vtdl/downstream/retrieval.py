@@ -14,7 +14,6 @@ import argparse
 import json
 from typing import Any
 
-from vtdl import tracking
 from vtdl.downstream import cached
 from vtdl.downstream.job import finish
 from vtdl.metrics import RETRIEVAL_KS, recall_at_k
@@ -27,7 +26,8 @@ def retrieval(args: argparse.Namespace) -> dict[str, Any]:
     """Run one retrieval job; returns the result written to `--out`."""
     job, features = cached.prepare(args, PROTOCOL)
     job.extra_params = {"num_gallery_videos": len(features.train_labels)}
-    with tracking.start_run(PROTOCOL, job.params(), job.tags(), run_name=job.run_name()) as run:
+    with job.start_run(job.params()) as run:
+        job.log_inputs(run, args.features, args.features)
         print(
             f"{job.run_name()}: {len(features.test_labels)} queries, "
             f"{len(features.train_labels)} gallery videos, {job.test_clips} clips each; "
