@@ -15,7 +15,6 @@ from vtdl.metrics import (
     recall_at_k,
     softmax,
     topk_accuracy,
-    write_confusion_png,
 )
 
 # Four videos, four classes. Row ranks (best first): [2,1,0,3], [1,0,2,3], [3,2,1,0], [0,1,2,3].
@@ -136,12 +135,3 @@ def test_recall_caps_k_at_the_gallery_size():
         np.array([[1.0, 0.0]]), np.array([1]), gallery, np.array([0, 1]), ks=(1, 50)
     )
     assert recall == {1: 0.0, 50: 1.0}
-
-
-def test_write_confusion_png(tmp_path):
-    path = tmp_path / "confusion.png"
-    write_confusion_png(np.array([[3, 1], [0, 2]]), ["a", "b"], path, title="test")
-    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert list(tmp_path.iterdir()) == [path]  # no temporary file left behind
-    with pytest.raises(ValueError):
-        write_confusion_png(np.zeros((2, 2)), ["a", "b", "c"], tmp_path / "bad.png")

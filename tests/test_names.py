@@ -119,6 +119,15 @@ def test_only_tracking_talks_to_mlflow_or_its_sqlite_store():
         assert not offending, f"{module} imports {sorted(offending)}; go through vtdl.tracking"
 
 
+def test_metrics_are_pure_and_drawing_lives_in_figures():
+    drawing = {"matplotlib"}  # (PIL decodes JPEG frames: not drawing)
+    for module, imported in _package_modules().items():
+        if module in ("figures.py",) or module.startswith("report/"):
+            continue
+        offending = {name for name in imported if name.split(".")[0] in drawing}
+        assert not offending, f"{module} imports {sorted(offending)}; draw in vtdl.figures"
+
+
 def test_nothing_imports_the_cli():
     for module, imported in _package_modules().items():
         assert "vtdl.cli" not in imported, f"{module} imports vtdl.cli"

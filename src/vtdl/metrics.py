@@ -14,7 +14,6 @@ Every accuracy is a fraction in [0, 1] (not a percentage). Conventions that deci
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -154,59 +153,3 @@ def recall_at_k(
     hits = gallery_labels[order] == query_labels[:, None]  # (Q, kmax)
     first_hit = np.where(hits.any(axis=1), hits.argmax(axis=1), np.iinfo(np.int64).max)
     return {k: float((first_hit < min(k, len(gallery))).mean()) for k in ks}
-
-
-def write_confusion_png(
-    matrix: np.ndarray,
-    class_names: Sequence[str],
-    path: str | os.PathLike,
-    title: str = "",
-) -> None:
-    """Draw a confusion matrix (rows = true class, normalised per row) as a PNG, atomically.
-
-    Uses matplotlib's Agg backend, so it works without a display. Cells show row fractions;
-    the colour scale is fixed to [0, 1] so plots of different runs compare by eye.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from vtdl.fsutil import atomic_path
-
-    matrix = np.asarray(matrix, dtype=np.float64)
-    n = len(class_names)
-    if matrix.shape != (n, n):
-        raise ValueError(f"matrix shape {matrix.shape} does not fit {n} class names")
-    support = matrix.sum(axis=1, keepdims=True)
-    fractions = np.divide(matrix, support, out=np.zeros_like(matrix), where=support > 0)
-    size = max(4.0, 0.45 * n + 2.0)
-    fig, ax = plt.subplots(figsize=(size, size * 0.9))
-    try:
-        image = ax.imshow(fractions, cmap="Blues", vmin=0.0, vmax=1.0)
-        ax.set_xticks(range(n), labels=class_names, rotation=90, fontsize=7)
-        ax.set_yticks(range(n), labels=class_names, fontsize=7)
-        ax.set_xlabel("predicted class")
-        ax.set_ylabel("true class")
-        if title:
-            ax.set_title(title, fontsize=9)
-        if n <= 30:
-            for i in range(n):
-                for j in range(n):
-                    if matrix[i, j]:
-                        colour = "white" if fractions[i, j] > 0.5 else "black"
-                        ax.text(
-                            j,
-                            i,
-                            f"{fractions[i, j]:.2f}",
-                            ha="center",
-                            va="center",
-                            fontsize=6,
-                            color=colour,
-                        )
-        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
-        fig.tight_layout()
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=100)
-    finally:
-        plt.close(fig)

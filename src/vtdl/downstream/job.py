@@ -28,8 +28,8 @@ import numpy as np
 from vtdl import tracking
 from vtdl.config import load_settings
 from vtdl.errors import VtdlError
+from vtdl.figures import draw_confusion
 from vtdl.fsutil import atomic_write_json
-from vtdl.metrics import write_confusion_png
 from vtdl.names import metric_prefix
 
 # Sections of `downstream` that belong to one protocol; the others see none of them.
@@ -239,7 +239,7 @@ def log_confusion(run: tracking.Run, job: JobSpec, confusion: np.ndarray) -> Non
     n = job.test_clips
     with tempfile.TemporaryDirectory(prefix="vtdl-confusion-") as tmp:
         folder = Path(tmp)
-        write_confusion_png(
+        draw_confusion(
             confusion,
             job.classes,
             folder / f"confusion_{n}clip.png",

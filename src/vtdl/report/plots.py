@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from vtdl import tracking
+from vtdl.figures import draw_confusion, pyplot, save
 from vtdl.names import SCRATCH, SUPERVISED
 from vtdl.report.collect import DownstreamRun, PretrainRun, Store
 from vtdl.report.tables import (
@@ -38,22 +39,13 @@ PRETEXT_PANELS = (
 TRAIN_PANELS = (("train_loss", "train loss"), ("train_top1", "train top1"))
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def safe_name(*parts: object) -> str:
     """A file name from parts: anything outside [A-Za-z0-9._-] becomes '-'."""
     return "_".join(re.sub(r"[^A-Za-z0-9._-]+", "-", str(p)) for p in parts if p not in (None, ""))
 
 
 def _colors(methods: Sequence[str]) -> dict[str, object]:
-    plt = _pyplot()
+    plt = pyplot()
     cmap = plt.get_cmap("tab10")
     return {m: cmap(i % 10) for i, m in enumerate(sorted(methods, key=method_key))}
 
@@ -83,12 +75,6 @@ def _draw_curves(ax, curves: dict[str, list[list[tuple[int, float]]]], colors) -
     return drawn
 
 
-def _save(fig, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight", metadata={"Software": None})
-    _pyplot().close(fig)
-
-
 def _panels_figure(
     title: str,
     panels: Sequence[tuple[str, str]],
@@ -101,7 +87,7 @@ def _panels_figure(
     ]
     if not present:
         return False
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib.ticker import MaxNLocator
 
     methods = sorted({m for key, _ in present for m in curves_of[key]}, key=method_key)
@@ -115,7 +101,7 @@ def _panels_figure(
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.suptitle(title, y=1.04)
-    _save(fig, path)
+    save(fig, path)
     return True
 
 
@@ -170,7 +156,7 @@ def training_curves(store: Store, dest: Path) -> list[Path]:
 
 def ablation_bars(result: Ablation, dest: Path) -> list[Path]:
     """Grouped bars per group: one cluster per column, one bar per method, std error bars."""
-    plt = _pyplot()
+    plt = pyplot()
     written = []
     for backbone, pretrain, columns in result.bars:
         methods = sorted({m for _, cells in columns for m, _ in cells}, key=method_key)
@@ -204,7 +190,7 @@ def ablation_bars(result: Ablation, dest: Path) -> list[Path]:
         ax.grid(axis="y", alpha=0.3)
         ax.legend(fontsize=7)
         path = dest / f"ablation_{safe_name(backbone, pretrain)}.png"
-        _save(fig, path)
+        save(fig, path)
         written.append(path)
     return written
 
@@ -215,38 +201,15 @@ def _fetch(run: DownstreamRun, name: str, into: Path) -> Path | None:
 
 
 def _redraw_confusion(matrix_path: Path, classes_path: Path | None, title: str, path: Path) -> None:
-    import numpy as np
-
-    matrix = np.asarray(json.loads(matrix_path.read_text(encoding="utf-8")), dtype=float)
+    """The job's own renderer, from the stored counts (rows = true) and class names."""
+    matrix = json.loads(matrix_path.read_text(encoding="utf-8"))
     classes = json.loads(classes_path.read_text(encoding="utf-8")) if classes_path else None
     if isinstance(classes, dict):  # {"0": "name"} or {"name": 0}: order by index
         items = sorted(classes.items(), key=lambda kv: int(kv[0]) if kv[0].isdigit() else kv[1])
         classes = [v if k.isdigit() else k for k, v in items]
-    totals = matrix.sum(axis=1, keepdims=True)
-    normed = np.divide(matrix, totals, out=np.zeros_like(matrix), where=totals > 0)
-    plt = _pyplot()
-    size = max(4.0, 0.35 * len(matrix) + 2)
-    fig, ax = plt.subplots(figsize=(size, size))
-    image = ax.imshow(normed, cmap="Blues", vmin=0, vmax=1)
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
-    if len(matrix) <= 20:  # counts stay legible
-        for (i, j), count in np.ndenumerate(matrix):
-            ax.text(
-                j,
-                i,
-                f"{count:g}",
-                ha="center",
-                va="center",
-                fontsize=6,
-                color="white" if normed[i, j] > 0.5 else "black",
-            )
-    if classes and len(classes) == len(matrix):
-        ax.set_xticks(range(len(classes)), labels=classes, rotation=90, fontsize=6)
-        ax.set_yticks(range(len(classes)), labels=classes, fontsize=6)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title, fontsize=8)
-    _save(fig, path)
+    if classes is not None and len(classes) != len(matrix):
+        classes = None  # names that do not fit: label by index rather than mislabel
+    draw_confusion(matrix, classes, path, title)
 
 
 def confusions(runs: Iterable[DownstreamRun], clips: int, dest: Path) -> list[Path]:
