@@ -9,7 +9,7 @@ CORES ?= $(shell nproc 2>/dev/null || echo 2)
 SNAKEMAKE := $(BIN)/snakemake --workflow-profile workflow/profiles/default --cores $(CORES)
 export MLFLOW_TRACKING_URI ?= sqlite:///mlflow.db
 
-.PHONY: setup reproduce test lint dry-run ui dvc-repro push pull
+.PHONY: setup reproduce report test lint dry-run ui dvc-repro push pull
 
 setup: $(STAMP)
 
@@ -24,6 +24,11 @@ $(STAMP): pyproject.toml
 ARGS ?=
 reproduce: $(STAMP)
 	$(SNAKEMAKE) $(ARGS)
+
+# Snakemake's self-contained HTML report of the finished pipeline: tables, figures, captions,
+# the job graph and run times (run `make reproduce` first).
+report: $(STAMP)
+	$(SNAKEMAKE) --report results/report.html $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

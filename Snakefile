@@ -3,6 +3,10 @@
 configfile: "params.yaml"
 
 
+# Snakemake's HTML report (`make report`): this description and the outputs marked report().
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/pretrain.smk"

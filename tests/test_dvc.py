@@ -446,3 +446,41 @@ def test_pull_refuses_to_overwrite_changed_outputs_and_names_missing_objects(pro
     forced = _make("pull", clone_c, "FORCE=1")
     assert forced.returncode == 0, _out(forced)
     assert not table.read_text().endswith("local edit\n")
+
+
+@pytest.mark.slow
+def test_snakemake_report_dvc_plots_and_an_experiment(project):
+    clone = _clone(project, "D")
+    pulled = _make("pull", clone)
+    assert pulled.returncode == 0, _out(pulled)
+
+    # Snakemake's HTML report: the captioned tables and figures of the finished pipeline.
+    report = _make("report", clone)
+    assert report.returncode == 0, _out(report)
+    html = (clone / "results" / "report.html").read_text(encoding="utf-8")
+    for expected in ("ablation.csv", "differences.csv", "pretext.csv", "Figures", "Tables"):
+        assert expected in html, expected
+    assert "pretrain_curves_" in html and "ablation_small3d" in html  # figures by name
+
+    # `dvc plots show` renders every figure of the report.
+    plots = _run(clone, str(BIN / "dvc"), "plots", "show", "-o", "dvc_plots")
+    assert plots.returncode == 0, _out(plots)
+    page = (clone / "dvc_plots" / "index.html").read_text(encoding="utf-8")
+    assert "ablation_small3d" in page and "pretrain_curves_" in page and "confusion" in page
+
+    # An experiment with one parameter changed re-runs its dependants and is listed with it.
+    exp = _run(clone, str(BIN / "dvc"), "exp", "run", "-S", "pretrain.lr=0.002", "-n", "lr2")
+    assert exp.returncode == 0, _out(exp)
+    shown = _run(clone, str(BIN / "dvc"), "exp", "show", "--json")
+    assert shown.returncode == 0, _out(shown)
+    found = [
+        e
+        for entry in json.loads(shown.stdout)
+        for e in entry.get("experiments") or []
+        if e.get("name") == "lr2"
+    ]
+    assert found, shown.stdout[-3000:]
+    (record,) = [r["data"] for e in found for r in e["revs"]]
+    assert record["params"]["params.yaml"]["data"]["pretrain"]["lr"] == 0.002
+    metrics = record["metrics"]["results/metrics.json"]["data"]
+    assert "synth_ucf/split1/linear/top1_2clip" in metrics["vtdl_small3d"]

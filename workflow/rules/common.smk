@@ -142,3 +142,15 @@ def pretrain_targets():
         backbone=PRETRAIN["backbones"],
         seed=PRETRAIN["seeds"],
     )
+
+
+# ---- report (used by report.smk)
+REPORT_TABLES = ["ablation", "all_metrics", "pretext"]
+
+
+def report_table(name, ext):
+    """A table file; the CSV one marked for the HTML report, captioned by workflow/report/."""
+    path = f"results/tables/{name}.{ext}"
+    if ext != "csv":
+        return path
+    return report(path, caption=f"../report/{name}.rst", category="Tables", subcategory=name)

@@ -1,6 +1,8 @@
 # Report: every table and plot rebuilt from the MLflow store alone, once every downstream job
 # has finished. The store itself (mlflow.db) is not an input: every job writes to it, so the
 # downstream result files stand for "the runs the report needs are there".
+# The CSV tables and the figures are marked for Snakemake's HTML report (`make report`), with
+# the captions in workflow/report/.
 
 
 rule report:
@@ -9,12 +11,20 @@ rule report:
         results=lambda wildcards: downstream_targets(),
         code=code("vtdl.report"),
     output:
-        tables=expand(
-            "results/tables/{table}.{ext}",
-            table=["ablation", "all_metrics", "pretext"],
-            ext=["md", "csv", "tex"],
+        tables=[report_table(name, ext) for name in REPORT_TABLES for ext in ("md", "csv", "tex")],
+        differences=report(
+            "results/tables/differences.csv",
+            caption="../report/differences.rst",
+            category="Tables",
+            subcategory="differences",
         ),
-        plots=directory("results/plots"),
+        plots=report(
+            directory("results/plots"),
+            patterns=["{figure}.png"],
+            caption="../report/figures.rst",
+            category="Figures",
+            labels={"figure": "{figure}"},
+        ),
     params:
         vtdl=VTDL,
         # The configured multi-clip test, so older runs with another N are not reported.
