@@ -50,6 +50,7 @@ from vtdl.pretext import TemporalMoCo, method_spec, validate_queue_size
 from vtdl.progress import progress
 from vtdl.runtime import (
     Runtime,
+    add_threads_argument,
     build_optimizer,
     lr_at,
     seed_everything,
@@ -365,15 +366,19 @@ def pretrain(args: argparse.Namespace, settings: dict) -> dict[str, Any]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--method", required=True, choices=PRETRAINED_METHODS)
-    parser.add_argument("--backbone", required=True, help="a name of vtdl.models.BACKBONES")
-    parser.add_argument("--seed", type=int, required=True)
+    parser.add_argument(
+        "--method", required=True, choices=PRETRAINED_METHODS, help="the pretraining method"
+    )
+    parser.add_argument("--backbone", required=True, help="a name of vtdl.names.BACKBONES")
+    parser.add_argument(
+        "--seed", type=int, required=True, help="seeds the model, the sampling and TCA"
+    )
     parser.add_argument("--dataset", required=True, help="data set name (for tags)")
     parser.add_argument("--lists", required=True, help="canonical split lists: data/splits/<ds>")
     parser.add_argument("--frames", required=True, help="frames root: data/frames/<ds>")
     parser.add_argument("--out", required=True, help="output folder of this job")
     add_settings_argument(parser, "pretrain")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    add_threads_argument(parser)
 
 
 def run(args: argparse.Namespace) -> None:

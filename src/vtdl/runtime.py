@@ -7,6 +7,7 @@ fp32 on the CPU.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import math
 import random
@@ -40,6 +41,13 @@ class Runtime:
         if self.channels_last and batch.dim() == 5:
             batch = batch.contiguous(memory_format=torch.channels_last_3d)
         return batch
+
+
+def add_threads_argument(parser: argparse.ArgumentParser) -> None:
+    """The `--threads` option of the stages that run torch."""
+    parser.add_argument(
+        "--threads", type=int, default=0, help="torch CPU threads (0: torch's own choice)"
+    )
 
 
 def select_runtime(device: str = "auto", amp: str = "auto", channels_last: bool = False) -> Runtime:
