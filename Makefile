@@ -47,7 +47,7 @@ dry-run: $(STAMP)
 # extra processes) is off unless MLFLOW_SERVER_ENABLE_JOB_EXECUTION says otherwise.
 PORT ?= 5000
 ui: $(STAMP)
-	@echo "MLflow UI: http://127.0.0.1:$(PORT)  (store: $(MLFLOW_TRACKING_URI); Ctrl-C to stop)"
+	@echo "MLflow UI: $$($(BIN)/python -c 'import sys; from vtdl.tracking import ui_url; print(ui_url(sys.argv[1]))' http://127.0.0.1:$(PORT))  (store: $(MLFLOW_TRACKING_URI); Ctrl-C to stop)"
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=$${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false} \
 	MLFLOW_DISABLE_TELEMETRY=$${MLFLOW_DISABLE_TELEMETRY:-true} \
 	$(BIN)/mlflow server --backend-store-uri '$(MLFLOW_TRACKING_URI)' \

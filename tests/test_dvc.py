@@ -12,7 +12,6 @@ from __future__ import annotations
 import configparser
 import hashlib
 import json
-import os
 import re
 import shutil
 import sqlite3
@@ -21,12 +20,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from tiny_project import BIN, clone, make, out, run
 
 from vtdl import dvcsync, tracking
 from vtdl.config import load_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 DVC_YAML = load_yaml(ROOT / "dvc.yaml")
 STAGES = DVC_YAML["stages"]
 
@@ -76,8 +75,8 @@ def _owner(pattern: str) -> list[str]:
     prefix = _static_prefix(pattern)
     owners = []
     for name, stage in STAGES.items():
-        for out in _outs(stage):
-            if pattern == out or prefix.startswith(out.rstrip("/") + "/"):
+        for entry in _outs(stage):
+            if pattern == entry or prefix.startswith(entry.rstrip("/") + "/"):
                 owners.append(name)
     return owners
 
@@ -226,99 +225,6 @@ def test_status_parsing_lists_changed_outputs_and_stale_stages():
 
 # ---- the collaborator story --------------------------------------------------------------------
 
-PROJECT_FILES = [
-    "Snakefile",
-    "dvc.yaml",
-    "Makefile",
-    "pyproject.toml",
-    ".gitignore",
-    ".dvcignore",
-    ".dvc/config",
-    ".dvc/.gitignore",
-]
-
-
-def _tiny_params() -> dict:
-    """The shipped params with one tiny embedded data set and a one-epoch grid."""
-    params = load_yaml(ROOT / "params.yaml")
-    params["datasets"] = {
-        "synth_ucf": {
-            "format": "ucf101",
-            "synth": {
-                "num_classes": 2,
-                "groups": 4,
-                "clips_per_group": 2,
-                "frames_min": 10,
-                "frames_max": 12,
-                "height": 16,
-                "width": 24,
-                "fps": 25,
-                "seed": 0,
-            },
-        }
-    }
-    params["extract"] = {"short_side": 12, "codec": "raw", "quality": 90, "on_error": "fail"}
-    params["pretrain"].update(
-        dataset="synth_ucf",
-        methods=["vtdl"],
-        backbones=["small3d"],
-        seeds=[0],
-        epochs=1,
-        clip_len=4,
-        crop_size=16,
-        resize_short=16,
-        batch_size=4,
-        queue_size=4,
-        checkpoint_every=1,
-        num_workers=0,
-        backbone_options={"small3d": {"channels": [4, 8, 8, 16]}},
-    )
-    params["downstream"].update(
-        datasets=["synth_ucf"],
-        splits=[1],
-        labels_per_class=0,
-        clip_len=4,
-        crop_size=16,
-        resize_short=16,
-        test_clips=2,
-        batch_size=4,
-        eval_batch_size=4,
-    )
-    params["downstream"]["finetune"].update(epochs=1, checkpoint_every=1)
-    params["downstream"]["linear"].update(max_iter=10)
-    return params
-
-
-def _git(*args: str, cwd: Path) -> str:
-    command = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com", *args]
-    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, check=True).stdout
-
-
-def _env() -> dict[str, str]:
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    env["MLFLOW_TRACKING_URI"] = "sqlite:///mlflow.db"  # each clone's own store
-    env.pop("DVC_SITE_CACHE_DIR", None)
-    return env
-
-
-def _make(target: str, cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    """`make <target>` with this venv (its set-up stamp taken as done: nothing is installed)."""
-    venv = BIN.parent
-    command = ["make", "-o", str(venv / ".installed"), f"VENV={venv}", "CORES=2", target, *args]
-    return subprocess.run(
-        command, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=400, check=False
-    )
-
-
-def _run(cwd: Path, *command: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        command, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=300, check=False
-    )
-
-
-def _out(result: subprocess.CompletedProcess) -> str:
-    return (result.stdout + result.stderr)[-6000:]
-
 
 def _digests(root: Path, *folders: str) -> dict[str, str]:
     return {
@@ -329,44 +235,9 @@ def _digests(root: Path, *folders: str) -> dict[str, str]:
     }
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    """origin.git (a tiny copy of this project), clone A after `make push`, the remote."""
-    if shutil.which("make") is None or not (BIN / "dvc").is_file():
-        pytest.skip("make or the venv's dvc not found (run `make setup`)")
-    base = tmp_path_factory.mktemp("dvc")
-    origin = base / "origin"
-    for rel in PROJECT_FILES:
-        (origin / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / rel, origin / rel)
-    skip = shutil.ignore_patterns("__pycache__", "*.egg-info")
-    shutil.copytree(ROOT / "workflow", origin / "workflow", ignore=skip)
-    shutil.copytree(ROOT / "src", origin / "src", ignore=skip)
-    (origin / "params.yaml").write_text(json.dumps(_tiny_params(), indent=1))
-    _git("init", "-q", "-b", "main", cwd=origin)
-    _git("add", "-A", cwd=origin)
-    _git("commit", "-qm", "tiny vtdl", cwd=origin)
-    _git("clone", "-q", "--bare", str(origin), str(base / "origin.git"), cwd=base)
-    clone_a = base / "A"
-    _git("clone", "-q", str(base / "origin.git"), str(clone_a), cwd=base)
-
-    push = _make("push", clone_a)
-    assert push.returncode == 0, _out(push)
-    assert "commit the pins" in push.stdout
-    _git("add", "dvc.lock", cwd=clone_a)
-    _git("commit", "-qm", "results of the tiny pipeline", cwd=clone_a)
-    _git("push", "-q", "origin", "main", cwd=clone_a)
-    return base
-
-
-def _clone(base: Path, name: str) -> Path:
-    _git("clone", "-q", str(base / "origin.git"), str(base / name), cwd=base)
-    return base / name
-
-
 @pytest.mark.slow
-def test_push_pins_every_stage_and_keeps_caches_in_the_project(project):
-    clone_a = project / "A"
+def test_push_pins_every_stage_and_keeps_caches_in_the_project(tiny_project):
+    clone_a = tiny_project / "A"
     lock = load_yaml(clone_a / "dvc.lock")["stages"]
     assert list(lock) == list(STAGES)
     pinned = {out["path"] for stage in lock.values() for out in stage["outs"]}
@@ -374,15 +245,16 @@ def test_push_pins_every_stage_and_keeps_caches_in_the_project(project):
     assert all(out["md5"] for stage in lock.values() for out in stage["outs"])
     assert (clone_a / ".dvc" / "cache" / "files" / "md5").is_dir()
     assert (clone_a / ".dvc" / "tmp" / "site-cache").is_dir()
-    assert any((project / "vtdl-dvc-remote" / "files" / "md5").iterdir())  # ../vtdl-dvc-remote
+    remote = tiny_project / "vtdl-dvc-remote"  # ../vtdl-dvc-remote, next to clone A
+    assert any((remote / "files" / "md5").iterdir())
     # Snakemake's bookkeeping stays out of the versioned folders.
     frames = next(o for o in lock["data"]["outs"] if o["path"] == "data/frames")
     assert frames["nfiles"] == len(
         [p for p in (clone_a / "data/frames").rglob("*") if p.is_file()]
     ) - len(list((clone_a / "data/frames").rglob(".snakemake_timestamp")))
     # `dvc metrics show` reads the headline metrics of every method.
-    shown = _run(clone_a, str(BIN / "dvc"), "metrics", "show", "--json")
-    assert shown.returncode == 0, _out(shown)
+    shown = run(clone_a, str(BIN / "dvc"), "metrics", "show", "--json")
+    assert shown.returncode == 0, out(shown)
     (workspace,) = json.loads(shown.stdout).values()  # keyed "" (the workspace)
     metrics = workspace["data"]["results/metrics.json"]["data"]
     assert set(metrics) == {"scratch_small3d", "vtdl_small3d", "supervised_small3d"}
@@ -390,26 +262,26 @@ def test_push_pins_every_stage_and_keeps_caches_in_the_project(project):
 
 
 @pytest.mark.slow
-def test_a_fresh_clone_pulls_and_snakemake_runs_no_job(project):
-    clone_a, clone_b = project / "A", _clone(project, "B")
-    pull = _make("pull", clone_b)
-    assert pull.returncode == 0, _out(pull)
+def test_a_fresh_clone_pulls_and_snakemake_runs_no_job(tiny_project):
+    clone_a, clone_b = tiny_project / "A", clone(tiny_project, "B")
+    pull = make("pull", clone_b)
+    assert pull.returncode == 0, out(pull)
 
-    dry = _run(clone_b, str(BIN / "snakemake"), "--cores", "2", "--dry-run")
-    assert dry.returncode == 0, _out(dry)
-    assert "Nothing to be done" in _out(dry), _out(dry)
+    dry = run(clone_b, str(BIN / "snakemake"), "--cores", "2", "--dry-run")
+    assert dry.returncode == 0, out(dry)
+    assert "Nothing to be done" in out(dry), out(dry)
     folders = ("data", "results")
     assert _digests(clone_b, *folders) == _digests(clone_a, *folders)
 
     # The MLflow store travelled and is B's own: with A's artifacts gone, B's report rebuilt
     # from the pulled store alone equals A's tables and has the confusion-matrix figures.
-    shutil.move(clone_a / "mlartifacts", project / "A-mlartifacts")
+    shutil.move(clone_a / "mlartifacts", tiny_project / "A-mlartifacts")
     try:
-        report = _run(clone_b, str(BIN / "vtdl"), "report", "--out", "rebuilt", "--clips", "2")
+        report = run(clone_b, str(BIN / "vtdl"), "report", "--out", "rebuilt", "--clips", "2")
     finally:
-        shutil.move(project / "A-mlartifacts", clone_a / "mlartifacts")
-    assert report.returncode == 0, _out(report)
-    assert "9 downstream and 2 pretraining runs" in _out(report)
+        shutil.move(tiny_project / "A-mlartifacts", clone_a / "mlartifacts")
+    assert report.returncode == 0, out(report)
+    assert "9 downstream and 2 pretraining runs" in out(report)
     tables = clone_a / "results" / "tables"
     for table in tables.iterdir():
         assert (clone_b / "rebuilt" / "tables" / table.name).read_bytes() == table.read_bytes()
@@ -417,62 +289,62 @@ def test_a_fresh_clone_pulls_and_snakemake_runs_no_job(project):
 
 
 @pytest.mark.slow
-def test_pull_refuses_to_overwrite_changed_outputs_and_names_missing_objects(project):
-    clone_c = _clone(project, "C")
+def test_pull_refuses_to_overwrite_changed_outputs_and_names_missing_objects(tiny_project):
+    clone_c = clone(tiny_project, "C")
     # An object missing on the remote: the pull fails and names the output.
     store = next(
         o
         for o in load_yaml(clone_c / "dvc.lock")["stages"]["report"]["outs"]
         if o["path"] == "mlflow.db"
     )
-    obj = project / "vtdl-dvc-remote" / "files" / "md5" / store["md5"][:2] / store["md5"][2:]
+    obj = tiny_project / "vtdl-dvc-remote" / "files" / "md5" / store["md5"][:2] / store["md5"][2:]
     hidden = obj.with_name(obj.name + ".hidden")
     obj.rename(hidden)
     try:
-        failed = _make("pull", clone_c)
+        failed = make("pull", clone_c)
     finally:
         hidden.rename(obj)
     assert failed.returncode != 0
-    assert "missing from the remote: mlflow.db" in _out(failed), _out(failed)
+    assert "missing from the remote: mlflow.db" in out(failed), out(failed)
 
-    pulled = _make("pull", clone_c)
-    assert pulled.returncode == 0, _out(pulled)
+    pulled = make("pull", clone_c)
+    assert pulled.returncode == 0, out(pulled)
     table = clone_c / "results" / "tables" / "ablation.md"
     table.write_text(table.read_text() + "\nlocal edit\n")
-    refused = _make("pull", clone_c)
+    refused = make("pull", clone_c)
     assert refused.returncode != 0
-    assert "changed in the workspace" in _out(refused) and "results/tables" in _out(refused)
+    assert "changed in the workspace" in out(refused) and "results/tables" in out(refused)
     assert table.read_text().endswith("local edit\n")  # not overwritten
-    forced = _make("pull", clone_c, "FORCE=1")
-    assert forced.returncode == 0, _out(forced)
+    forced = make("pull", clone_c, "FORCE=1")
+    assert forced.returncode == 0, out(forced)
     assert not table.read_text().endswith("local edit\n")
 
 
 @pytest.mark.slow
-def test_snakemake_report_dvc_plots_and_an_experiment(project):
-    clone = _clone(project, "D")
-    pulled = _make("pull", clone)
-    assert pulled.returncode == 0, _out(pulled)
+def test_snakemake_report_dvc_plots_and_an_experiment(tiny_project):
+    work = clone(tiny_project, "D")
+    pulled = make("pull", work)
+    assert pulled.returncode == 0, out(pulled)
 
     # Snakemake's HTML report: the captioned tables and figures of the finished pipeline.
-    report = _make("report", clone)
-    assert report.returncode == 0, _out(report)
-    html = (clone / "results" / "report.html").read_text(encoding="utf-8")
+    report = make("report", work)
+    assert report.returncode == 0, out(report)
+    html = (work / "results" / "report.html").read_text(encoding="utf-8")
     for expected in ("ablation.csv", "differences.csv", "pretext.csv", "Figures", "Tables"):
         assert expected in html, expected
     assert "pretrain_curves_" in html and "ablation_small3d" in html  # figures by name
 
     # `dvc plots show` renders every figure of the report.
-    plots = _run(clone, str(BIN / "dvc"), "plots", "show", "-o", "dvc_plots")
-    assert plots.returncode == 0, _out(plots)
-    page = (clone / "dvc_plots" / "index.html").read_text(encoding="utf-8")
+    plots = run(work, str(BIN / "dvc"), "plots", "show", "-o", "dvc_plots")
+    assert plots.returncode == 0, out(plots)
+    page = (work / "dvc_plots" / "index.html").read_text(encoding="utf-8")
     assert "ablation_small3d" in page and "pretrain_curves_" in page and "confusion" in page
 
     # An experiment with one parameter changed re-runs its dependants and is listed with it.
-    exp = _run(clone, str(BIN / "dvc"), "exp", "run", "-S", "pretrain.lr=0.002", "-n", "lr2")
-    assert exp.returncode == 0, _out(exp)
-    shown = _run(clone, str(BIN / "dvc"), "exp", "show", "--json")
-    assert shown.returncode == 0, _out(shown)
+    exp = run(work, str(BIN / "dvc"), "exp", "run", "-S", "pretrain.lr=0.002", "-n", "lr2")
+    assert exp.returncode == 0, out(exp)
+    shown = run(work, str(BIN / "dvc"), "exp", "show", "--json")
+    assert shown.returncode == 0, out(shown)
     found = [
         e
         for entry in json.loads(shown.stdout)

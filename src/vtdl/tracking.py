@@ -882,3 +882,21 @@ def download_artifact(artifact_uri: str, name: str, into: Path) -> Path | None:
     if name not in names:
         return None
     return Path(download_artifacts(artifact_uri=f"{artifact_uri}/{name}", dst_path=str(into)))
+
+
+def ui_url(server: str, experiment: str | None = None) -> str:
+    """Where to open the MLflow UI at `server` on the experiment's runs.
+
+    MLflow 3's UI starts in its GenAI mode (traces, "No data available") whatever the
+    experiment's kind, unless the URL asks for the model-training view; an experiment that
+    does not exist yet gets the experiment list in that view.
+    """
+    view = "?workflowType=machine_learning"
+    try:
+        client, uri = _open_store()
+        experiment_id = _experiment_id(client, uri, experiment_name(experiment), create=False)
+    except VtdlError:
+        experiment_id = None
+    if experiment_id is None:
+        return f"{server}/#/experiments{view}"
+    return f"{server}/#/experiments/{experiment_id}{view}"
