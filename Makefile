@@ -9,7 +9,7 @@ CORES ?= $(shell nproc 2>/dev/null || echo 2)
 SNAKEMAKE := $(BIN)/snakemake --workflow-profile workflow/profiles/default --cores $(CORES)
 export MLFLOW_TRACKING_URI ?= sqlite:///mlflow.db
 
-.PHONY: setup reproduce report test lint dry-run ui dvc-repro push pull
+.PHONY: setup reproduce report faults test lint dry-run ui dvc-repro push pull
 
 setup: $(STAMP)
 
@@ -29,6 +29,11 @@ reproduce: $(STAMP)
 # the job graph and run times (run `make reproduce` first).
 report: $(STAMP)
 	$(SNAKEMAKE) --report results/report.html $(ARGS)
+
+# The fault-injection suite alone (it is also part of `make test`), writing the table the README
+# shows: bench/faults/summary.{md,json}.
+faults: $(STAMP)
+	VTDL_FAULTS_SUMMARY=bench/faults $(BIN)/python -m pytest -q tests/faults
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

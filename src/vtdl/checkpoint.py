@@ -8,6 +8,7 @@ a job re-started after a parameter change starts afresh instead of resuming the 
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +43,17 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise VtdlError(f"{path}: checkpoint not found")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # torch raises many types for a damaged or foreign file
+    except pickle.UnpicklingError:
+        # torch's own message advises weights_only=False: exactly what must not be done here.
         raise VtdlError(
-            f"{path}: not a readable vtdl checkpoint ({type(err).__name__}: {err})"
+            f"{path}: refused: it holds Python objects besides tensors (a pickle that could run "
+            "code), so it was not loaded; move or delete the file to start afresh"
+        ) from None
+    except Exception as err:  # torch raises many types for a damaged or foreign file
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise VtdlError(
+            f"{path}: not a readable vtdl checkpoint ({type(err).__name__}: {first}); move or "
+            "delete the file to start afresh"
         ) from None
 
 

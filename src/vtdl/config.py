@@ -97,6 +97,7 @@ def load_settings(
             if unused:
                 raise VtdlError(f"--settings: {section}: not used here: {', '.join(unused)}")
         _check_against(subschema, settings, "--settings", prefix=(section,))
+        check_section(section, settings, "--settings")
         return settings
     config = load_yaml(value)
     if not isinstance(config, dict):
@@ -116,8 +117,19 @@ def validate_params(config: dict, source: str = "params.yaml", schema_path=SCHEM
             f"{source}: pretrain.dataset: {pretrain['dataset']!r} is not a data set in `datasets`"
             f" ({', '.join(config['datasets'])})"
         )
-    if pretrain["resize_short"] < pretrain["crop_size"]:
-        raise VtdlError(f"{source}: pretrain.resize_short is smaller than pretrain.crop_size")
+    for section in ("pretrain", "downstream"):
+        check_section(section, config[section], source)
+
+
+def check_section(section: str, settings: dict, source: str) -> None:
+    """The cross-key checks of one section that the schema cannot express."""
+    if {"resize_short", "crop_size"} <= set(settings) and (
+        settings["resize_short"] < settings["crop_size"]
+    ):
+        raise VtdlError(
+            f"{source}: {section}.resize_short ({settings['resize_short']}) is smaller than "
+            f"{section}.crop_size ({settings['crop_size']}): the crop must fit the resized clip"
+        )
 
 
 def _check_datasets(datasets: dict, source: str) -> None:

@@ -1,4 +1,4 @@
-"""Atomic writes and checksums.
+"""Atomic writes, checksums, and the data-root boundary.
 
 Every output of the pipeline is written under a temporary name in the same directory and then
 renamed into place, so a killed job never leaves a half-written file where an output should be.
@@ -75,3 +75,13 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def escapes(path: Path, root: Path) -> Path | None:
+    """Where `path` really leads when a symlink takes it outside `root`; None if it stays in.
+
+    Data sets are read only inside their root: a link to /etc or a home folder in a videos or
+    split folder must not be read as data.
+    """
+    target = path.resolve()
+    return None if target.is_relative_to(root.resolve()) else target

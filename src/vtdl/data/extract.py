@@ -27,7 +27,7 @@ from av.video.reformatter import VideoReformatter
 
 from vtdl.data.framestore import CODECS, SUFFIX, write_frames
 from vtdl.errors import VtdlError
-from vtdl.fsutil import atomic_dir, atomic_write_json, sha256_file
+from vtdl.fsutil import atomic_dir, atomic_write_json, escapes, sha256_file
 from vtdl.progress import progress
 
 FORMATS = ("ucf101", "hmdb51", "kinetics")
@@ -361,6 +361,9 @@ def extract_shard(
             # Once a failing shard is certain, only check the remaining files (no writing).
             dst = None if bad and on_error == "fail" else tmp / (rel + SUFFIX)
             try:
+                target = escapes(src, Path(videos_root))
+                if target is not None:
+                    raise BadVideo(f"a symlink to {target}, outside the videos root: not read")
                 entry = extract_video(src, dst, short_side=short_side, codec=codec, quality=quality)
             except BadVideo as err:
                 bad.append((f"{shard}/{rel}", src, err.reason))

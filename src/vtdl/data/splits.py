@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from vtdl.errors import VtdlError
-from vtdl.fsutil import atomic_dir
+from vtdl.fsutil import atomic_dir, escapes
 from vtdl.progress import progress
 
 FORMATS = ("ucf101", "hmdb51", "kinetics")
@@ -627,7 +627,21 @@ def _write_csv(path: Path, header: list[str], rows: Iterable[Iterable[Any]]) -> 
         writer.writerows(rows)
 
 
+def _check_no_escape(splits_dir: Path) -> None:
+    """Refuse a split folder holding symlinks that lead outside it (nothing is read there)."""
+    if not splits_dir.is_dir():
+        return  # the parsers name the missing folder
+    for path in sorted(splits_dir.rglob("*")):
+        target = escapes(path, splits_dir) if path.is_symlink() else None
+        if target is not None:
+            raise VtdlError(
+                f"{path}: a symlink to {target}, outside the split folder {splits_dir}; copy "
+                "the file into the folder instead (split files are read only inside it)"
+            )
+
+
 def _parse(fmt: str, splits_dir: Path, manifests: Manifests) -> tuple[list[str], SplitLists]:
+    _check_no_escape(splits_dir)
     if fmt == "ucf101":
         return parse_ucf101(splits_dir)
     if fmt == "hmdb51":

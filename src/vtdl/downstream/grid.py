@@ -32,8 +32,6 @@ def check(config: dict) -> None:
                 f"params: downstream.datasets: {ds!r} is not a data set in `datasets`"
                 f" ({', '.join(config['datasets'])})"
             )
-    if downstream["resize_short"] < downstream["crop_size"]:
-        raise VtdlError("params: downstream.resize_short is smaller than downstream.crop_size")
 
 
 def targets(config: dict, protocols: tuple[str, ...] = tuple(PROTOCOLS)) -> list[str]:

@@ -117,11 +117,6 @@ def resolve_settings(value: str, protocol: str) -> dict[str, Any]:
     """
     keys = FEATURE_SETTINGS if protocol == "features" else None
     settings = load_settings(value, "downstream", keys=keys)
-    if settings["resize_short"] < settings["crop_size"]:
-        raise VtdlError(
-            f"--settings: downstream.resize_short ({settings['resize_short']}) is smaller than "
-            f"downstream.crop_size ({settings['crop_size']})"
-        )
     if protocol in SECTIONS and protocol not in settings:
         raise VtdlError(f"--settings: downstream.{protocol}: the section is missing")
     drop = {"datasets", "splits", *(p for p in SECTIONS if p != protocol)}
