@@ -95,19 +95,17 @@ def env() -> dict[str, str]:
     return variables
 
 
+def run(cwd: Path, *command: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        command, cwd=cwd, env=env(), capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
 def make(target: str, cwd: Path, *args: str) -> subprocess.CompletedProcess:
     """`make <target>` with this venv (its set-up stamp taken as done: nothing is installed)."""
     venv = BIN.parent
     command = ["make", "-o", str(venv / ".installed"), f"VENV={venv}", "CORES=2", target, *args]
-    return subprocess.run(
-        command, cwd=cwd, env=env(), capture_output=True, text=True, timeout=400, check=False
-    )
-
-
-def run(cwd: Path, *command: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        command, cwd=cwd, env=env(), capture_output=True, text=True, timeout=300, check=False
-    )
+    return run(cwd, *command, timeout=400)
 
 
 def out(result: subprocess.CompletedProcess) -> str:

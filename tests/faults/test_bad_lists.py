@@ -41,8 +41,8 @@ def _kinetics_row(*fields: str) -> bytes:
     return (",".join(fields) + "\n").encode()
 
 
-# fault -> {format: (mutation(split_dir, frames) -> the line it added, text the error names)}
-# A None text means the fault is a quirk that must be read correctly.
+# A fault's mutation(format, split folder, frames) breaks one file and returns (that file, the
+# line the error must name, or None).
 def _unknown_class(fmt, split_dir, frames):
     path = _first_split_file(fmt, split_dir)
     if fmt == "ucf101":
@@ -57,63 +57,21 @@ def _unknown_class(fmt, split_dir, frames):
     return path, _line_count(path)
 
 
-def _missing_video(fmt, split_dir, frames):
-    path = _first_split_file(fmt, split_dir)
-    row = {
-        "ucf101": b"YoYo/v_YoYo_g09_c09.avi 3",
-        "hmdb51": b"Never_extracted_brush_hair_f_nm_np1_fr_med_9.avi 1",
-        "kinetics": _kinetics_row("zumba", "never_seen", "5", "15", "train", "0"),
-    }[fmt]
-    _append(path, row)
-    return path, _line_count(path)
+def _appended(rows: dict[str, bytes], names_line: bool = True):
+    """A fault that appends one line (`rows[format]`) to the format's first split file."""
+
+    def mutate(fmt, split_dir, frames):
+        path = _first_split_file(fmt, split_dir)
+        _append(path, rows[fmt])
+        return path, _line_count(path) if names_line else None
+
+    return mutate
 
 
 def _duplicate_line(fmt, split_dir, frames):
     path = _first_split_file(fmt, split_dir)
     lines = path.read_bytes().splitlines()
-    _append(path, lines[1 if fmt == "kinetics" else 0])
-    return path, _line_count(path)
-
-
-def _wrong_columns(fmt, split_dir, frames):
-    path = _first_split_file(fmt, split_dir)
-    row = {
-        "ucf101": b"ApplyEyeMakeup/v_ApplyEyeMakeup_g02_c01.avi 1 extra",
-        "hmdb51": b"Brush_hairClip_brush_hair_f_nm_np1_fr_med_0.avi",
-        "kinetics": b"abseiling,only_two\n",
-    }[fmt]
-    _append(path, row)
-    return path, _line_count(path)
-
-
-def _non_utf8(fmt, split_dir, frames):
-    path = _first_split_file(fmt, split_dir)
-    _append(
-        path,
-        b"caf\xe9/v_caf\xe9_g01_c01.avi 1" if fmt != "kinetics" else b"caf\xe9,x,1,2,train,0\n",
-    )
-    return path, None
-
-
-def _dotdot(fmt, split_dir, frames):
-    path = _first_split_file(fmt, split_dir)
-    row = {
-        "ucf101": b"../../etc/v_passwd_g01_c01.avi 1",
-        "hmdb51": b"../../etc/passwd.avi 1",
-        "kinetics": _kinetics_row("../../etc", "passwd", "1", "11", "train", "0"),
-    }[fmt]
-    _append(path, row)
-    return path, _line_count(path)
-
-
-def _absolute(fmt, split_dir, frames):
-    path = _first_split_file(fmt, split_dir)
-    row = {
-        "ucf101": b"/etc/v_passwd_g01_c01.avi 1",
-        "hmdb51": b"/etc/passwd.avi 1",
-        "kinetics": _kinetics_row("/etc", "passwd", "1", "11", "train", "0"),
-    }[fmt]
-    _append(path, row)
+    _append(path, lines[1 if fmt == "kinetics" else 0])  # (line 1 of the CSV is its header)
     return path, _line_count(path)
 
 
@@ -128,14 +86,49 @@ def _symlink_outside(fmt, split_dir, frames):
 
 FAULTS = {
     "unknown class": (_unknown_class, ("class", "in no manifest")),
-    "missing video": (_missing_video, "in no manifest"),
+    "missing video": (
+        _appended({
+            "ucf101": b"YoYo/v_YoYo_g09_c09.avi 3",
+            "hmdb51": b"Never_extracted_brush_hair_f_nm_np1_fr_med_9.avi 1",
+            "kinetics": _kinetics_row("zumba", "never_seen", "5", "15", "train", "0"),
+        }),
+        "in no manifest",
+    ),
     "duplicate line": (_duplicate_line, "duplicate"),
-    "wrong column count": (_wrong_columns, ""),
-    "non-UTF-8 bytes": (_non_utf8, "UTF-8"),
-    "path with ..": (_dotdot, ""),
-    "absolute path": (_absolute, ""),
+    "wrong column count": (
+        _appended({
+            "ucf101": b"ApplyEyeMakeup/v_ApplyEyeMakeup_g02_c01.avi 1 extra",
+            "hmdb51": b"Brush_hairClip_brush_hair_f_nm_np1_fr_med_0.avi",
+            "kinetics": b"abseiling,only_two\n",
+        }),
+        "",
+    ),
+    "non-UTF-8 bytes": (
+        _appended({
+            "ucf101": b"caf\xe9/v_caf\xe9_g01_c01.avi 1",
+            "hmdb51": b"caf\xe9.avi 1",
+            "kinetics": b"caf\xe9,x,1,2,train,0\n",
+        }, names_line=False),  # the error names the byte offset
+        "UTF-8",
+    ),
+    "path with ..": (
+        _appended({
+            "ucf101": b"../../etc/v_passwd_g01_c01.avi 1",
+            "hmdb51": b"../../etc/passwd.avi 1",
+            "kinetics": _kinetics_row("../../etc", "passwd", "1", "11", "train", "0"),
+        }),
+        "",
+    ),
+    "absolute path": (
+        _appended({
+            "ucf101": b"/etc/v_passwd_g01_c01.avi 1",
+            "hmdb51": b"/etc/passwd.avi 1",
+            "kinetics": _kinetics_row("/etc", "passwd", "1", "11", "train", "0"),
+        }),
+        "",
+    ),
     "symlink out of the split folder": (_symlink_outside, "outside the split folder"),
-}
+}  # fmt: skip
 
 
 @pytest.fixture
