@@ -125,6 +125,15 @@ def build_parser(stage: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _hold_gpus(count: int) -> None:
+    """This job's own GPUs, taken before torch initialises CUDA (vtdl.gpuslots)."""
+    from vtdl import gpuslots
+
+    if count > 1 and gpuslots.devices():
+        raise VtdlError(f"--gpus {count}: a job on several GPUs needs DDP, not supported yet")
+    gpuslots.hold(count)
+
+
 def _one_line(err: BaseException) -> str:
     text = " ".join(str(err).split())
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
@@ -137,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     debug = args.debug or os.environ.get("VTDL_DEBUG", "") not in ("", "0")
     try:
+        if getattr(args, "gpus", 0):
+            _hold_gpus(args.gpus)
         args._run(args)
     except KeyboardInterrupt:
         print(f"vtdl {args.stage}: interrupted", file=sys.stderr)

@@ -50,7 +50,7 @@ from vtdl.pretext import TemporalMoCo, method_spec, validate_queue_size
 from vtdl.progress import progress
 from vtdl.runtime import (
     Runtime,
-    add_threads_argument,
+    add_resource_arguments,
     build_optimizer,
     lr_at,
     seed_everything,
@@ -378,7 +378,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frames", required=True, help="frames root: data/frames/<ds>")
     parser.add_argument("--out", required=True, help="output folder of this job")
     add_settings_argument(parser, "pretrain")
-    add_threads_argument(parser)
+    add_resource_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> None:

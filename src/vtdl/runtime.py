@@ -43,10 +43,17 @@ class Runtime:
         return batch
 
 
-def add_threads_argument(parser: argparse.ArgumentParser) -> None:
-    """The `--threads` option of the stages that run torch."""
+def add_resource_arguments(parser: argparse.ArgumentParser) -> None:
+    """The `--threads` and `--gpus` options of the stages that run torch."""
     parser.add_argument(
         "--threads", type=int, default=0, help="torch CPU threads (0: torch's own choice)"
+    )
+    parser.add_argument(
+        "--gpus",
+        type=int,
+        default=1,
+        help="GPUs this job holds for its lifetime on a GPU machine (vtdl.gpuslots); "
+        "ignored without a GPU",
     )
 
 

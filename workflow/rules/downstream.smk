@@ -43,7 +43,8 @@ rule finetune:
         names.job_file("benchmarks", "finetune", "tsv")
     shell:
         "{params.vtdl} finetune {params.args} --format {params.fmt}"
-        " --settings {params.settings:q} --out {output:q} --threads {threads} > {log:q} 2>&1"
+        " --settings {params.settings:q} --out {output:q} --threads {threads}"
+        " --gpus {resources.gpu} > {log:q} 2>&1"
 
 
 rule features:
@@ -71,7 +72,8 @@ rule features:
         names.job_file("benchmarks", "features", "tsv")
     shell:
         "{params.vtdl} features {params.args}"
-        " --settings {params.settings:q} --out {output:q} --threads {threads} > {log:q} 2>&1"
+        " --settings {params.settings:q} --out {output:q} --threads {threads}"
+        " --gpus {resources.gpu} > {log:q} 2>&1"
 
 
 rule linear:

@@ -32,4 +32,5 @@ rule pretrain:
         "{params.vtdl} pretrain --method {wildcards.method} --backbone {wildcards.backbone}"
         " --seed {wildcards.seed} --dataset {wildcards.ds} --lists {input.lists:q}"
         " --frames data/frames/{wildcards.ds} --out {params.out:q}"
-        " --settings {params.settings:q} --threads {threads} > {log:q} 2>&1"
+        " --settings {params.settings:q} --threads {threads} --gpus {resources.gpu}"
+        " > {log:q} 2>&1"

@@ -44,7 +44,7 @@ from vtdl.metrics import (
 from vtdl.models import build_backbone, global_average_pool
 from vtdl.names import METHODS, SCRATCH, clip_metric
 from vtdl.progress import progress
-from vtdl.runtime import Runtime, add_threads_argument, seed_everything, select_runtime
+from vtdl.runtime import Runtime, add_resource_arguments, seed_everything, select_runtime
 
 __all__ = [
     "Job",
@@ -258,7 +258,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pretrain-dataset", help="pretraining data set (tag; checked)")
     parser.add_argument("--out", required=True, help="result JSON to write")
     add_settings_argument(parser, "downstream")
-    add_threads_argument(parser)
+    add_resource_arguments(parser)
 
 
 # ----------------------------------------------------------------------------------------------
