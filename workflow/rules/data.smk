@@ -4,6 +4,8 @@
 
 # A checkpoint: extraction jobs list the generated files of their own class only.
 checkpoint synth:
+    # Light: on a cluster it runs on the submitting node, not as a batch job.
+    localrule: True
     input:
         code("vtdl.data.synth"),
     output:
@@ -52,6 +54,8 @@ rule extract:
 
 
 rule splits:
+    # Light: on a cluster it runs on the submitting node, not as a batch job.
+    localrule: True
     input:
         frames=lambda w: expand("data/frames/{ds}/{shard}", ds=w.ds, shard=shards(w.ds)),
         splits=split_files,

@@ -77,6 +77,8 @@ rule features:
 
 
 rule linear:
+    # Light: on a cluster it runs on the submitting node, not as a batch job.
+    localrule: True
     input:
         features=names.FEATURES_FILE,
         code=code("vtdl.downstream.linear"),
@@ -99,6 +101,8 @@ rule linear:
 
 
 rule retrieval:
+    # Light: on a cluster it runs on the submitting node, not as a batch job.
+    localrule: True
     input:
         features=names.FEATURES_FILE,
         code=code("vtdl.downstream.retrieval"),

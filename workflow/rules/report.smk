@@ -6,6 +6,8 @@
 
 
 rule report:
+    # Light: on a cluster it runs on the submitting node, not as a batch job.
+    localrule: True
     input:
         # A function, so this file does not depend on the include order of downstream.smk.
         results=lambda wildcards: downstream_targets(),
