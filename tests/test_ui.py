@@ -57,7 +57,11 @@ def ui(tiny_project):
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        printed = server.stdout.readline().decode()  # the first line: where to look
+        printed = ""  # where to look: its first line (after make's own, under a parent make)
+        for _ in range(20):
+            printed = server.stdout.readline().decode()
+            if printed.startswith("MLflow UI: ") or not printed:
+                break
         assert printed.startswith("MLflow UI: "), printed
         deadline = time.monotonic() + 120
         while True:

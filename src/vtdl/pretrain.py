@@ -112,7 +112,10 @@ class _Job:
         self.num_classes = max(e.label for e in entries) + 1
         batch = settings["batch_size"]
         if self.method != SUPERVISED:
-            validate_queue_size(settings["queue_size"], len(entries), batch)
+            # One optimizer step enqueues the keys of all its micro-batches.
+            validate_queue_size(
+                settings["queue_size"], len(entries), batch * settings["grad_accum"]
+            )
         if len(entries) < batch:
             raise VtdlError(
                 f"pretrain.batch_size: {batch} is more than the {len(entries)} training videos "
