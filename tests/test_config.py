@@ -97,3 +97,16 @@ def test_load_settings_reads_inline_json_and_names_the_bad_key():
         load_settings(json.dumps(settings), "pretrain")
     with pytest.raises(VtdlError, match="--settings: not a valid JSON"):
         load_settings("{oops", "pretrain")
+
+
+def test_every_schema_key_has_a_description_and_the_reference_is_current():
+    from vtdl.config import configuration_reference, load_schema, schema_keys
+
+    keys = schema_keys(load_schema())
+    assert len(keys) > 80
+    undescribed = [key for key, node in keys if not str(node.get("description", "")).strip()]
+    assert not undescribed, f"schema keys without a description: {undescribed}"
+    expected = configuration_reference(load_yaml(ROOT / "params.yaml"))
+    assert (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8") == expected, (
+        "docs/configuration.md is out of date: regenerate it (see its first lines)"
+    )

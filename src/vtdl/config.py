@@ -156,3 +156,89 @@ def _check_datasets(datasets: dict, source: str) -> None:
             raise VtdlError(
                 f"{source}: {key}: give `videos` and `splits` paths (or a `synth` block)"
             )
+
+
+# ----------------------------------------------------------------------------------------------
+# The configuration reference (docs/configuration.md), generated from the schema
+# ----------------------------------------------------------------------------------------------
+
+
+def schema_keys(schema: dict) -> list[tuple[str, dict]]:
+    """Every property of the schema as (dotted key, its subschema), in schema order.
+
+    A data set's keys read `datasets.<name>.…` and a backbone's options
+    `pretrain.backbone_options.<name>`; `$ref`s into `$defs` are followed.
+    """
+    defs = schema.get("$defs", {})
+
+    def resolve(node: dict) -> dict:
+        ref = node.get("$ref", "")
+        return {**defs[ref.rsplit("/", 1)[-1]], **node} if ref.startswith("#/$defs/") else node
+
+    found: list[tuple[str, dict]] = []
+
+    def visit(properties: dict, prefix: str) -> None:
+        for name, node in properties.items():
+            key, node = f"{prefix}{name}", resolve(node)
+            found.append((key, node))
+            if "properties" in node:
+                visit(node["properties"], f"{key}.")
+            extra = node.get("additionalProperties")
+            if isinstance(extra, dict):
+                extra = resolve(extra)
+                if "properties" in extra:
+                    found.append((f"{key}.<name>", extra))
+                    visit(extra["properties"], f"{key}.<name>.")
+
+    visit(schema["properties"], "")
+    return found
+
+
+def _allowed(node: dict) -> str:
+    if "enum" in node:
+        return "one of " + ", ".join(f"`{v}`" for v in node["enum"])
+    items = node.get("items", {})
+    if "enum" in items:
+        return "list of " + ", ".join(f"`{v}`" for v in items["enum"])
+    bounds = [
+        f"{sign} {node[word]}"
+        for word, sign in (("minimum", "≥"), ("exclusiveMinimum", ">"), ("maximum", "≤"),
+                           ("exclusiveMaximum", "<"))
+        if word in node
+    ]  # fmt: skip
+    kind = node.get("type", "")
+    if kind == "array" and "type" in items:
+        kind = f"list of {items['type']}"
+    return " ".join([kind, ", ".join(bounds)]).strip()
+
+
+def _default(params: dict, key: str) -> str:
+    node: Any = params
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return ""
+        node = node[part]
+    if isinstance(node, dict):
+        return ""
+    return f"`{json.dumps(node)}`"
+
+
+def configuration_reference(params: dict, schema_path=SCHEMA_PATH) -> str:
+    """Markdown: every params.yaml key with its type and range, its value in `params` (the
+    shipped defaults) and its description from the schema."""
+    lines = [
+        "# Configuration reference",
+        "",
+        "Every key of `params.yaml`, generated from `src/vtdl/params.schema.yaml` (types, ranges",
+        "and descriptions) and the shipped `params.yaml` (defaults) by",
+        "`vtdl.config.configuration_reference` (`make docs` rewrites this file);",
+        "`tests/test_config.py` fails when it is out of date or a key lacks a description.",
+        "`<name>` stands for a data set name.",
+        "",
+        "| key | type / allowed | default | description |",
+        "|---|---|---|---|",
+    ]
+    for key, node in schema_keys(load_schema(schema_path)):
+        text = " ".join(str(node.get("description", "")).split()).replace("|", "\\|")
+        lines.append(f"| `{key}` | {_allowed(node)} | {_default(params, key)} | {text} |")
+    return "\n".join(lines) + "\n"
