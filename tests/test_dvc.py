@@ -10,7 +10,6 @@ report rebuilt from the pulled MLflow store equals A's tables.
 from __future__ import annotations
 
 import configparser
-import hashlib
 import json
 import re
 import shutil
@@ -20,7 +19,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from tiny_project import BIN, clone, make, out, run
+from tiny_project import BIN, clone, digests, make, out, run
 
 from vtdl import dvcsync, tracking
 from vtdl.config import load_yaml
@@ -226,15 +225,6 @@ def test_status_parsing_lists_changed_outputs_and_stale_stages():
 # ---- the collaborator story --------------------------------------------------------------------
 
 
-def _digests(root: Path, *folders: str) -> dict[str, str]:
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for folder in folders
-        for p in sorted((root / folder).rglob("*"))
-        if p.is_file() and p.name != ".snakemake_timestamp"
-    }
-
-
 @pytest.mark.slow
 def test_push_pins_every_stage_and_keeps_caches_in_the_project(tiny_project):
     clone_a = tiny_project / "A"
@@ -271,7 +261,7 @@ def test_a_fresh_clone_pulls_and_snakemake_runs_no_job(tiny_project):
     assert dry.returncode == 0, out(dry)
     assert "Nothing to be done" in out(dry), out(dry)
     folders = ("data", "results")
-    assert _digests(clone_b, *folders) == _digests(clone_a, *folders)
+    assert digests(clone_b, *folders) == digests(clone_a, *folders)
 
     # The MLflow store travelled and is B's own: with A's artifacts gone, B's report rebuilt
     # from the pulled store alone equals A's tables and has the confusion-matrix figures.

@@ -8,17 +8,14 @@ results and tables byte for byte.
 
 from __future__ import annotations
 
-import hashlib
 import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
-from tiny_project import BIN, clone, git, make, out, run
+from services import free_port, wait_until_serving
+from tiny_project import BIN, clone, digests, git, make, out, run
 
 pytestmark = pytest.mark.slow
 
@@ -29,44 +26,21 @@ CREDENTIALS = {  # moto accepts any; real ones come from the usual AWS variables
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def s3_endpoint():
     pytest.importorskip("moto", reason="moto[server] is installed by `make setup` (dev extras)")
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(url, timeout=2).close()
-                break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"moto server did not start on {url}")
-                time.sleep(0.3)
+        wait_until_serving(url, server, "moto's S3 server", timeout=60)
         yield url
     finally:
         server.terminate()
         server.wait(timeout=30)
-
-
-def _digests(root: Path, *folders: str) -> dict[str, str]:
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for folder in folders
-        for p in sorted((root / folder).rglob("*"))
-        if p.is_file() and p.name != ".snakemake_timestamp"
-    }
 
 
 def _add_remote(work: Path, endpoint: str) -> None:
@@ -106,5 +80,5 @@ def test_push_to_s3_and_a_fresh_clone_pulls_everything_without_rerunning(
     dry = run(clone_b, str(BIN / "snakemake"), "--cores", "2", "--dry-run")
     assert dry.returncode == 0 and "Nothing to be done" in out(dry), out(dry)
     folders = ("data", "results")
-    assert _digests(clone_b, *folders) == _digests(clone_a, *folders)
+    assert digests(clone_b, *folders) == digests(clone_a, *folders)
     assert os.path.getsize(clone_b / "mlflow.db") > 0

@@ -12,34 +12,19 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from services import apt_install, free_port, wait_until_serving
 from tiny_project import BIN, clone, env, out
 
 pytestmark = pytest.mark.slow
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _pg_bin() -> Path:
-    if not Path("/usr/lib/postgresql").is_dir():
-        if shutil.which("apt-get") is None or os.geteuid() != 0:
-            pytest.skip("PostgreSQL missing and apt-get (as root) is not available")
-        for command in (["apt-get", "update", "-qq"],
-                        ["apt-get", "install", "-y", "-qq", "postgresql"]):  # fmt: skip
-            result = subprocess.run(command, capture_output=True, text=True, timeout=900)
-            if result.returncode != 0:
-                pytest.skip(f"cannot install postgresql: {result.stderr[-500:]}")
+    apt_install(["postgresql"], present=Path("/usr/lib/postgresql").is_dir())
     versions = sorted(Path("/usr/lib/postgresql").iterdir(), key=lambda p: int(p.name))
     return versions[-1] / "bin"
 
@@ -54,7 +39,7 @@ def postgres():
     pg = _pg_bin()
     folder = Path(tempfile.mkdtemp(prefix="vtdl-pg-"))
     folder.chmod(0o755)
-    data, port = folder / "data", _free_port()
+    data, port = folder / "data", free_port()
     data.mkdir()
     if os.geteuid() == 0:
         shutil.chown(data, "postgres", "postgres")
@@ -78,7 +63,7 @@ def postgres():
 @pytest.fixture(scope="module")
 def tracking_server(postgres, tmp_path_factory):
     pytest.importorskip("psycopg2", reason="psycopg2-binary is installed by `make setup`")
-    artifacts, port = tmp_path_factory.mktemp("artifacts"), _free_port()
+    artifacts, port = tmp_path_factory.mktemp("artifacts"), free_port()
     server = subprocess.Popen(
         [str(BIN / "mlflow"), "server", "--backend-store-uri", postgres,
          "--artifacts-destination", str(artifacts), "--host", "127.0.0.1", "--port", str(port),
@@ -88,18 +73,7 @@ def tracking_server(postgres, tmp_path_factory):
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                log = server.stdout.read().decode(errors="replace") if server.stdout else ""
-                pytest.fail(f"mlflow server on PostgreSQL did not start: {log[-3000:]}")
-            time.sleep(0.5)
+        wait_until_serving(f"{url}/health", server, "mlflow server on PostgreSQL", timeout=180)
         yield url
     finally:
         os.killpg(server.pid, 15)

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
+from services import apt_install, free_port
 from tiny_project import tiny_params
 
 pytestmark = pytest.mark.slow
@@ -32,32 +33,14 @@ SYSTEM_CONF = Path("/etc/slurm/slurm.conf")
 PACKAGES = {"munged": "munge", "slurmctld": "slurm-wlm", "slurmd": "slurm-wlm"}
 
 
-def _install() -> None:
-    missing = sorted({pkg for tool, pkg in PACKAGES.items() if shutil.which(tool) is None})
-    if not missing:
-        return
-    if shutil.which("apt-get") is None or os.geteuid() != 0:
-        pytest.skip(f"{', '.join(missing)} missing and apt-get (as root) is not available")
-    for command in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", *missing]):
-        result = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False)
-        if result.returncode != 0:
-            pytest.skip(f"cannot install {missing}: {result.stderr[-500:]}")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _conf(folder: Path, host: str) -> str:
     mem_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20 // 2
     return f"""ClusterName=vtdltest
 SlurmctldHost={host}
 SlurmUser=root
 SlurmdUser=root
-SlurmctldPort={_free_port()}
-SlurmdPort={_free_port()}
+SlurmctldPort={free_port()}
+SlurmdPort={free_port()}
 AuthType=auth/munge
 AuthInfo=socket={folder}/munge.socket
 CredType=cred/munge
@@ -93,7 +76,8 @@ def _stop(pid_file: Path) -> None:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     """A running one-node cluster: (its folder, the environment its clients need)."""
-    _install()
+    missing = sorted({pkg for tool, pkg in PACKAGES.items() if shutil.which(tool) is None})
+    apt_install(missing, present=not missing)
     if SYSTEM_CONF.exists():
         pytest.skip(f"{SYSTEM_CONF} exists: a real SLURM set-up is not touched by tests")
     folder = tmp_path_factory.mktemp("slurm")

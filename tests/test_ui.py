@@ -10,15 +10,13 @@ each page shows: not only that it loads.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from services import apt_install, free_port, wait_until_serving
 from tiny_project import BIN, env
 
 pytestmark = pytest.mark.slow
@@ -26,29 +24,10 @@ pytestmark = pytest.mark.slow
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 
 
-def _install_chromium() -> None:
-    if Path(CHROMIUM).is_file() and Path(CHROMEDRIVER).is_file():
-        return
-    apt = shutil.which("apt-get")
-    if apt is None or os.geteuid() != 0:
-        pytest.skip("chromium/chromium-driver missing and apt-get (as root) is not available")
-    for command in ([apt, "update", "-qq"], [apt, "install", "-y", "-qq", "chromium",
-                                               "chromium-driver"]):  # fmt: skip
-        result = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False)
-        if result.returncode != 0:
-            pytest.skip(f"cannot install chromium: {' '.join(command)}: {result.stderr[-500:]}")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def ui(tiny_project):
     """`make ui` over clone A's store on a free port: (the URL it prints, clone A)."""
-    clone_a, port = tiny_project / "A", _free_port()
+    clone_a, port = tiny_project / "A", free_port()
     command = ["make", "-o", str(BIN.parent / ".installed"), f"VENV={BIN.parent}", "ui",
                f"PORT={port}"]  # fmt: skip
     server = subprocess.Popen(
@@ -63,18 +42,7 @@ def ui(tiny_project):
             if printed.startswith("MLflow UI: ") or not printed:
                 break
         assert printed.startswith("MLflow UI: "), printed
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                output = server.stdout.read().decode(errors="replace") if server.stdout else ""
-                pytest.fail(f"`make ui` did not come up on port {port}: {output[-3000:]}")
-            time.sleep(0.5)
+        wait_until_serving(f"{url}/health", server, "`make ui`", timeout=120)
         yield printed.split()[2], clone_a
     finally:
         os.killpg(server.pid, signal.SIGTERM)
@@ -83,7 +51,8 @@ def ui(tiny_project):
 
 @pytest.fixture(scope="module")
 def browser():
-    _install_chromium()
+    present = Path(CHROMIUM).is_file() and Path(CHROMEDRIVER).is_file()
+    apt_install(["chromium", "chromium-driver"], present)
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 

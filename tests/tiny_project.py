@@ -8,6 +8,7 @@ The DVC tests clone it again to pull; the browser test serves clone A's MLflow s
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -141,3 +142,13 @@ def make_project(base: Path) -> Path:
 def clone(base: Path, name: str) -> Path:
     git("clone", "-q", str(base / "origin.git"), str(base / name), cwd=base)
     return base / name
+
+
+def digests(root: Path, *folders: str) -> dict[str, str]:
+    """Checksum of every file below `folders` of `root` (Snakemake's markers left out)."""
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for folder in folders
+        for p in sorted((root / folder).rglob("*"))
+        if p.is_file() and p.name != ".snakemake_timestamp"
+    }
