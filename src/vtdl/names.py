@@ -94,7 +94,7 @@ def regex(names) -> str:
 
 # ---- metric names: `<dataset>/split<k>/<protocol>/<metric>`, e.g. hmdb/split1/linear/top1_10clip
 CLASSIFICATION_METRICS = ("top1", "top5", "meanclass")
-_CLIP_METRIC = re.compile(r"^(top1|top5|meanclass)_(\d+)clip$")
+_CLIP_METRIC = re.compile(rf"^({regex(CLASSIFICATION_METRICS)})_(\d+)clip$")
 _RECALL_METRIC = re.compile(r"^recall_at_(\d+)$")
 
 
