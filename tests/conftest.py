@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import shutil
 
+import numpy as np
 import pytest
 from tiny_project import BIN, make_project
+
+from vtdl.data.framestore import frame_file_path, write_frames
 
 
 @pytest.fixture(scope="session")
@@ -15,3 +18,27 @@ def tiny_project(tmp_path_factory):
     if shutil.which("make") is None or not (BIN / "dvc").is_file():
         pytest.skip("make or the venv's dvc not found (run `make setup`)")
     return make_project(tmp_path_factory.mktemp("dvc"))
+
+
+TINY_SET_CLASSES = 3
+TINY_SET_VIDEOS_PER_CLASS = 4
+
+
+@pytest.fixture()
+def tiny_set(tmp_path, monkeypatch):
+    """12 tiny videos (3 classes) as frame files, their split list, and a private MLflow store."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    rng = np.random.default_rng(0)
+    frames_root = tmp_path / "frames"
+    rows = ["path,label,class,frames"]
+    for label in range(TINY_SET_CLASSES):
+        for v in range(TINY_SET_VIDEOS_PER_CLASS):
+            rel = f"c{label}/v{v}.avi"
+            count = int(rng.integers(10, 20))
+            video = rng.integers(0, 255, (count, 20, 24, 3), dtype=np.uint8)
+            write_frames(frame_file_path(frames_root, rel), video, codec="raw")
+            rows.append(f"{rel},{label},c{label},{count}")
+    lists = tmp_path / "splits"
+    (lists / "split1").mkdir(parents=True)
+    (lists / "split1" / "train.csv").write_text("\n".join(rows) + "\n")
+    return tmp_path, frames_root, lists

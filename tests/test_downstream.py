@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -370,3 +373,29 @@ def test_bad_encoder_path_and_bad_settings_key_give_one_clear_error(tiny):
     with pytest.raises(VtdlError, match="--seed 4 does not match"):
         _features(tiny, "x.npz", "--encoder", str(tiny.encoder), "--seed", "4")
     assert not list(tiny.root.glob("x.*"))
+
+
+def test_finetune_under_torchrun_trains_on_two_gloo_ranks_and_rank_zero_writes(tiny):
+    args = [
+        "--dataset", "tinyset", "--split", "1", "--lists", str(tiny.lists),
+        "--frames", str(tiny.frames), "--out", str(tiny.root / "ddp.json"),
+        "--settings", json.dumps(_settings()), "--encoder", str(tiny.encoder), "--threads", "1",
+    ]  # fmt: skip
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    done = subprocess.run(
+        [*torchrun, "--nproc_per_node=2", "-m", "vtdl.cli", "finetune", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "on 2 ranks" in done.stdout
+    result = json.loads((tiny.root / "ddp.json").read_text())
+    _check_accuracies(result["metrics"], "finetune")
+    (run,) = tracking.find_runs("tags.stage = 'finetune'")  # rank 0's, and only it
+    assert run["run_id"] == result["mlflow_run_id"] and run["status"] == "FINISHED"
+    # 9 labelled videos, global batch 4: 2 full steps per epoch, curves at every epoch.
+    curve = tracking.metric_history(run["run_id"], "tinyset/split1/finetune/train_loss")
+    assert [step for step, _ in curve] == [1, 2, 3, 4]
+    assert not (tiny.root / "ddp.ckpt").exists()

@@ -6,7 +6,6 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -14,33 +13,10 @@ from vtdl import pretrain as pretrain_stage
 from vtdl import tracking
 from vtdl.checkpoint import load_checkpoint, load_encoder
 from vtdl.config import load_settings
-from vtdl.data.framestore import frame_file_path, write_frames
 from vtdl.errors import VtdlError
 from vtdl.fsutil import sha256_file
 
 ROOT = Path(__file__).resolve().parents[1]
-CLASSES = 3
-VIDEOS_PER_CLASS = 4
-
-
-@pytest.fixture()
-def tiny_set(tmp_path, monkeypatch):
-    """12 tiny videos (3 classes) as frame files, their split list, and a private MLflow store."""
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    rng = np.random.default_rng(0)
-    frames_root = tmp_path / "frames"
-    rows = ["path,label,class,frames"]
-    for label in range(CLASSES):
-        for v in range(VIDEOS_PER_CLASS):
-            rel = f"c{label}/v{v}.avi"
-            count = int(rng.integers(10, 20))
-            video = rng.integers(0, 255, (count, 20, 24, 3), dtype=np.uint8)
-            write_frames(frame_file_path(frames_root, rel), video, codec="raw")
-            rows.append(f"{rel},{label},c{label},{count}")
-    lists = tmp_path / "splits"
-    (lists / "split1").mkdir(parents=True)
-    (lists / "split1" / "train.csv").write_text("\n".join(rows) + "\n")
-    return tmp_path, frames_root, lists
 
 
 def _settings(**changes):

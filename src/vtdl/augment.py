@@ -362,24 +362,34 @@ class ClipEval:
 
 
 def temporal_consistent_augmentation_with_lambda(
-    x: Tensor, alpha: float = 0.1, generator: torch.Generator | None = None
+    x: Tensor,
+    alpha: float = 0.1,
+    generator: torch.Generator | None = None,
+    global_batch: int | None = None,
+    offset: int = 0,
 ) -> tuple[Tensor, Tensor]:
     """TCA of a batch, also returning the drawn lambda (a float32 scalar tensor on x's device).
 
     See `temporal_consistent_augmentation`. lambda ~ U(0, alpha) is drawn once for the batch
     (lambda = 0 when alpha = 0); each sample i gets its own static frame index k_i.
+    `global_batch`, `offset`: x is rows offset.. of a batch of `global_batch` samples split
+    over data-parallel ranks; the draws are those of the whole batch, so each rank augments its
+    share exactly as one process would augment the whole batch.
     """
     if not (isinstance(alpha, int | float) and 0.0 <= alpha < 1.0):
         raise VtdlError(f"tca_alpha must be in [0, 1), got {alpha!r}")
     if x.dim() != 5 or x.shape[2] < 1:
         raise ValueError(f"expected a (B, C, T, H, W) batch, got shape {tuple(x.shape)}")
     batch, _, frames = x.shape[:3]
+    drawn = batch if global_batch is None else global_batch
+    if not 0 <= offset <= drawn - batch:
+        raise ValueError(f"rows {offset}..{offset + batch} lie outside a batch of {drawn}")
     # Draw on the generator's device (CPU for a CPU generator) so a seed gives the same draw
     # whatever device x lives on; without a generator draw on x's device (no host sync).
     draw_device = generator.device if generator is not None else x.device
     lam = torch.rand((), generator=generator, device=draw_device) * alpha
-    k = torch.randint(0, frames, (batch,), generator=generator, device=draw_device)
-    lam, k = lam.to(x.device), k.to(x.device)
+    k = torch.randint(0, frames, (drawn,), generator=generator, device=draw_device)
+    lam, k = lam.to(x.device), k[offset : offset + batch].to(x.device)
     static = x[torch.arange(batch, device=x.device), :, k]  # (B, C, H, W): frame k_i of sample i
     weight = lam.to(x.dtype)
     out = x * (1 - weight) + static.unsqueeze(2) * weight
@@ -387,13 +397,19 @@ def temporal_consistent_augmentation_with_lambda(
 
 
 def temporal_consistent_augmentation(
-    x: Tensor, alpha: float = 0.1, generator: torch.Generator | None = None
+    x: Tensor,
+    alpha: float = 0.1,
+    generator: torch.Generator | None = None,
+    global_batch: int | None = None,
+    offset: int = 0,
 ) -> Tensor:
     """Temporal Consistent Augmentation (docs/method.md §3) of a (B, C, T, H, W) batch.
 
     Draws one lambda ~ U(0, alpha) for the whole batch and one frame index k_i per sample, and
     returns x'_j = (1 - lambda) x_j + lambda x_{k_i} for every frame j: a static frame is blended
     in, so every temporal difference (any order) is only scaled by (1 - lambda). Keeps x's
-    dtype and device (works under autocast and on CUDA).
+    dtype and device (works under autocast and on CUDA). `global_batch`, `offset`: see
+    `temporal_consistent_augmentation_with_lambda`.
     """
-    return temporal_consistent_augmentation_with_lambda(x, alpha, generator)[0]
+    out, _ = temporal_consistent_augmentation_with_lambda(x, alpha, generator, global_batch, offset)
+    return out

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import subprocess
 import sys
 
 from vtdl.errors import VtdlError
@@ -125,13 +126,38 @@ def build_parser(stage: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def _hold_gpus(count: int) -> None:
-    """This job's own GPUs, taken before torch initialises CUDA (vtdl.gpuslots)."""
+# The stages that train data-parallel under torchrun (vtdl.distributed).
+DATA_PARALLEL_STAGES = ("pretrain", "finetune")
+
+
+def _hold_gpus(stage: str, count: int, argv: list[str]) -> int | None:
+    """Take this job's own GPUs before torch initialises CUDA (vtdl.gpuslots). Holding more
+    than one, launch the stage under torchrun, one process per GPU, and return its exit
+    status (the slots stay held here until it ends); None: go on in this process."""
     from vtdl import gpuslots
 
-    if count > 1 and gpuslots.devices():
-        raise VtdlError(f"--gpus {count}: a job on several GPUs needs DDP, not supported yet")
-    gpuslots.hold(count)
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+        return None  # a rank of a job whose launcher holds the GPUs
+    held = gpuslots.hold(count)
+    if len(held) <= 1:
+        return None
+    if stage not in DATA_PARALLEL_STAGES:
+        raise VtdlError(
+            f"--gpus {count}: only {' and '.join(DATA_PARALLEL_STAGES)} run on several GPUs; "
+            f"give `vtdl {stage}` --gpus 1"
+        )
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",  # one node, a free rendezvous port
+        f"--nproc_per_node={len(held)}",
+        "-m",
+        "vtdl.cli",
+        *argv,
+    ]
+    print(f"vtdl {stage}: GPUs {','.join(held)}: {' '.join(command[1:])}", file=sys.stderr)
+    return subprocess.run(command, check=False).returncode
 
 
 def _one_line(err: BaseException) -> str:
@@ -147,7 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     debug = args.debug or os.environ.get("VTDL_DEBUG", "") not in ("", "0")
     try:
         if getattr(args, "gpus", 0):
-            _hold_gpus(args.gpus)
+            launched = _hold_gpus(args.stage, args.gpus, argv)
+            if launched is not None:
+                return launched
         args._run(args)
     except KeyboardInterrupt:
         print(f"vtdl {args.stage}: interrupted", file=sys.stderr)

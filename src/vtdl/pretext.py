@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vtdl import distributed
 from vtdl.errors import VtdlError
 from vtdl.losses import pretext_metrics, temporal_info_nce, triplet_margin
 from vtdl.models.heads import BackboneWithHead, ProjectionHead
@@ -79,6 +80,8 @@ class TemporalMoCo(nn.Module):
             with its query, and the model can tell the current batch's keys from the queue's
             older ones by those statistics instead of by content (MoCo's "cheating" through BN;
             MoCo shuffles across GPUs, its one-GPU CIFAR demo splits the batch like this).
+            Under torchrun the keys are always shuffled across the ranks instead (each rank's
+            share is then grouped by `bn_splits` again); see `_key_embeddings`.
 
     Order of one training step (forward, then the caller's backward and optimizer step):
         1. EMA-update f_k from f_q. The original updates f_k right after the optimizer step;
@@ -168,14 +171,9 @@ class TemporalMoCo(nn.Module):
 
     @torch.no_grad()
     def _gather_keys(self, keys: Tensor) -> Tensor:
-        """Keys of the whole global batch, in rank order. Identity in a single process.
-
-        Distributed training goes here: all_gather the keys of every rank so each rank
-        enqueues the same global batch. Shuffle-BN belongs on the key branch next to it
-        (shuffle the positives across ranks before f_k, unshuffle k after), so the key BN
-        statistics do not leak which sample is the positive.
-        """
-        return keys
+        """Keys of the whole global batch, in rank order (identity in a single process), so
+        every data-parallel rank enqueues the same keys and holds the same queue."""
+        return distributed.all_gather(keys)
 
     @torch.no_grad()
     def _dequeue_and_enqueue(self, keys: Tensor) -> None:
@@ -197,18 +195,35 @@ class TemporalMoCo(nn.Module):
         return torch.cat([encoder(group) for group in clips.chunk(self.bn_splits)])
 
     def _key_embeddings(self, positive: Tensor) -> Tensor:
-        """k = f_k(positive), a constant target; with `bn_splits` > 1 the positives are
-        grouped in a random order (shuffle-BN), so a key's batch-norm group is not its
-        query's (with several processes, shuffle-BN across ranks goes here; see
-        `_gather_keys`)."""
+        """k = f_k(positive), a constant target, computed so that a key's batch-norm
+        statistics are not its query's (shuffle-BN). Across data-parallel ranks: the global
+        batch of positives is gathered, permuted by one random order shared by all ranks, each
+        rank encodes its share of the permuted batch, and the keys go back to their own rank
+        and place (MoCo's shuffle across GPUs). Within one process, with `bn_splits` > 1, the
+        positives are grouped in a random order instead."""
         with torch.no_grad():
-            if self.bn_splits == 1 or not self.training:
+            if not self.training:
+                return self.encoder_k(positive)
+            if distributed.active():
+                return self._keys_shuffled_across_ranks(positive)
+            if self.bn_splits == 1:
                 return self.encoder_k(positive)
             order = torch.randperm(positive.shape[0], device=positive.device)
             shuffled = self._grouped(self.encoder_k, positive[order])
             keys = torch.empty_like(shuffled)
             keys[order] = shuffled  # back to the batch order
             return keys
+
+    def _keys_shuffled_across_ranks(self, positive: Tensor) -> Tensor:
+        share, rank = positive.shape[0], distributed.place().rank
+        everyone = distributed.all_gather(positive)
+        # rank 0's order, so all ranks cut the same permutation
+        order = distributed.broadcast(torch.randperm(everyone.shape[0], device=positive.device))
+        mine = slice(rank * share, (rank + 1) * share)
+        encoded = distributed.all_gather(self._grouped(self.encoder_k, everyone[order[mine]]))
+        keys = torch.empty_like(encoded)
+        keys[order] = encoded  # every key back at its clip's place in the global batch
+        return keys[mine]
 
     def forward(
         self,

@@ -19,6 +19,8 @@ CPU a run resumed from a checkpoint ends with the same weights as an uninterrupt
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import json
 import time
 from collections import defaultdict
@@ -30,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from vtdl import tracking
+from vtdl import distributed, tracking
 from vtdl.augment import JITTER_OPS, ClipAugment, temporal_consistent_augmentation
 from vtdl.checkpoint import (
     load_resumable,
@@ -104,9 +106,10 @@ class _Job:
         self.args, self.settings = args, settings
         self.method, self.backbone_name, self.seed = args.method, args.backbone, args.seed
         self.out = Path(args.out)
-        self.runtime: Runtime = select_runtime(
-            settings["device"], settings["amp"], settings["channels_last"]
-        )
+        runtime = select_runtime(settings["device"], settings["amp"], settings["channels_last"])
+        # Under torchrun: join the process group; each rank trains on its own device.
+        self.place, device = distributed.init(runtime.device)
+        self.runtime: Runtime = dataclasses.replace(runtime, device=device)
         self.list_file = list_file = Path(args.lists) / f"split{settings['split']}" / "train.csv"
         entries = read_list(list_file)
         self.num_classes = max(e.label for e in entries) + 1
@@ -140,7 +143,11 @@ class _Job:
             negative_rule=settings["negative"],
             min_gap=settings["min_gap"],
         )
-        self.sampler = EpochShuffle(len(self.dataset), self.seed)
+        # Each rank loads its share of every global batch of `batch_size` (vtdl.distributed).
+        self.share = distributed.per_rank_batch(batch, self.place.world_size, "pretrain.batch_size")
+        self.sampler = EpochShuffle(
+            len(self.dataset), self.seed, self.place.rank, self.place.world_size, batch
+        )
         self.loader: DataLoader | None = None
         self.steps_per_epoch = len(entries) // batch  # drop_last: every step sees a full batch
         self.model = build_model(
@@ -149,6 +156,9 @@ class _Job:
         self.model.to(self.runtime.device)
         if self.runtime.channels_last:
             self.model.to(memory_format=torch.channels_last_3d)
+        # What the steps call: the model itself, or under torchrun its DistributedDataParallel
+        # wrapper (gradients averaged over ranks); checkpoints hold the model's own state.
+        self.step_model = distributed.wrap(self.model, self.runtime.device)
         self.optimizer = build_optimizer(
             [p for p in self.model.parameters() if p.requires_grad], settings
         )
@@ -180,17 +190,27 @@ class _Job:
             "mlflow_run_id": self.run_id or "",
         }
 
-    def resume(self) -> None:
+    def resume(self) -> bool:
+        """Continue from checkpoint.pt if it holds this job (every rank reads it)."""
         state = load_resumable(self.out / "checkpoint.pt", self.digest)
         if state is None:
-            return
+            return False
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["grad_scaler"])
         set_rng_state(state["rng"])
         self.epoch = int(state["epoch"])
         self.run_id = state["mlflow_run_id"] or None
-        print(f"resuming from {self.out / 'checkpoint.pt'} at epoch {self.epoch}", flush=True)
+        return True
+
+    def check_ranks_agree(self) -> None:
+        """Under torchrun: refuse to checkpoint unless every rank holds rank 0's queue and
+        weights (a drifted rank would have trained against other negatives)."""
+        if self.place.is_distributed and self.method != SUPERVISED:
+            distributed.check_identical(self.model.queue, "the memory queue")
+        if self.place.is_distributed:
+            first = next(self.model.parameters()).detach()
+            distributed.check_identical(first, "the first weight tensor")
 
     # ------------------------------------------------------------------ training
 
@@ -203,7 +223,7 @@ class _Job:
             workers = self.settings["num_workers"]
             self.loader = DataLoader(
                 self.dataset,
-                batch_size=self.settings["batch_size"],
+                batch_size=self.share,
                 sampler=self.sampler,
                 drop_last=True,
                 num_workers=workers,
@@ -219,17 +239,21 @@ class _Job:
         anchor = to(batch["anchor"])
         with self.runtime.autocast():
             if self.method == SUPERVISED:
-                logits = self.model(anchor)
+                logits = self.step_model(anchor)
                 labels = batch["label"].to(self.runtime.device)
                 loss = F.cross_entropy(logits.float(), labels)
                 top1 = (logits.argmax(dim=1) == labels).float().mean()
                 return {"loss": loss, "metrics": {"loss": loss.detach(), "train_top1": top1}}
-            if self.tca:
+            if self.tca:  # the global batch's draws: this rank's rows of them
                 anchor = temporal_consistent_augmentation(
-                    anchor, self.settings["tca_alpha"], _step_generator(self.seed, step)
+                    anchor,
+                    self.settings["tca_alpha"],
+                    _step_generator(self.seed, step),
+                    global_batch=self.settings["batch_size"],
+                    offset=self.place.rank * self.share,
                 )
             negative = to(batch["negative"]) if "negative" in batch else None
-            return self.model(anchor, to(batch["positive"]), negative, last_micro_batch=last)
+            return self.step_model(anchor, to(batch["positive"]), negative, last_micro_batch=last)
 
     def train_epoch(self, run: tracking.Run) -> dict[str, float]:
         accum = self.settings["grad_accum"]
@@ -262,17 +286,24 @@ class _Job:
             # epoch may be shorter); it ends at the epoch's end, so checkpoints fall between.
             group = min(accum, self.steps_per_epoch - i // accum * accum)
             last = (i + 1) % accum == 0 or i + 1 == self.steps_per_epoch
-            out = self._forward(batch, step, last)
-            self.scaler.scale(out["loss"] / group).backward()
+            # Gradients are averaged over ranks once per optimizer step, at its last micro-batch.
+            syncing = contextlib.nullcontext()
+            if not last and self.step_model is not self.model:
+                syncing = self.step_model.no_sync()
+            with syncing:
+                out = self._forward(batch, step, last)
+                self.scaler.scale(out["loss"] / group).backward()
             if last:
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
                 self.optimizer.zero_grad(set_to_none=True)
             metrics = {name: float(value) for name, value in out["metrics"].items()}
+            metrics = distributed.mean_over_ranks(metrics, self.runtime.device)  # global batch
             tick = time.perf_counter()
             metrics["lr"] = lr
             # Throughput of the whole step (waiting for data included); the wait on its own.
-            metrics["clips_per_s"] = len(batch["anchor"]) / max(tick - fetched + wait, 1e-9)
+            clips = len(batch["anchor"]) * self.place.world_size
+            metrics["clips_per_s"] = clips / max(tick - fetched + wait, 1e-9)
             metrics["data_wait_frac"] = wait / max(tick - fetched + wait, 1e-9)
             run.log_metrics({f"pretrain/{k}": v for k, v in metrics.items()}, step=step)
             for name, value in metrics.items():
@@ -297,74 +328,104 @@ def _tags(args: argparse.Namespace, settings: dict) -> dict[str, Any]:
 
 
 def pretrain(args: argparse.Namespace, settings: dict) -> dict[str, Any]:
-    """Run (or resume) one pretraining job; returns the summary written to summary.json."""
+    """Run (or resume) one pretraining job; returns the summary written to summary.json.
+
+    Under torchrun every rank trains and rank 0 alone logs and writes; the other ranks return
+    an empty summary.
+    """
     if args.threads:
         torch.set_num_threads(args.threads)
-    job = _Job(args, settings)
-    job.resume()
+    try:
+        job = _Job(args, settings)
+        return _train(job, args, settings)
+    finally:
+        distributed.shutdown()
+
+
+def _train(job: _Job, args: argparse.Namespace, settings: dict) -> dict[str, Any]:
+    main = job.place.is_main
+    say = print if main else (lambda *_, **__: None)
+    if job.resume():
+        say(f"resuming from {job.out / 'checkpoint.pt'} at epoch {job.epoch}", flush=True)
     epochs = settings["epochs"]
     params = {"method": args.method, "backbone": args.backbone, "seed": args.seed, **settings}
     run_name = f"{args.method} {args.backbone} s{args.seed}"
+    tags = _tags(args, settings)
+    if job.place.is_distributed:  # not a parameter: a run may resume on another world size
+        tags["world_size"] = job.place.world_size
     means: dict[str, float] = {}
     with tracking.start_run(
         "pretrain",
         params,
-        _tags(args, settings),
+        tags,
         run_name=run_name,
         resume_run_id=job.run_id,
         system_metrics=True,
+        enabled=main,
     ) as run:
-        job.run_id = run.run_id
+        job.run_id = run.run_id or job.run_id
         run.log_dataset(
             f"{args.dataset}/split{settings['split']}/train",
             job.list_file,
             job.identity["train_list_sha256"],
             "training",
         )
-        print(
+        ranks = f" on {job.place.world_size} ranks" if job.place.is_distributed else ""
+        say(
             f"pretrain {args.method}/{args.backbone} seed {args.seed} on {args.dataset}: "
             f"{len(job.dataset)} videos, {job.steps_per_epoch} steps/epoch, {epochs} epochs, "
-            f"device {job.runtime.device}; MLflow run {run.run_id}",
+            f"device {job.runtime.device}{ranks}; MLflow run {run.run_id}",
             flush=True,
         )
         while job.epoch < epochs:
             means = job.train_epoch(run)
-            print(
+            say(
                 f"epoch {job.epoch}/{epochs}: "
                 + ", ".join(f"{k} {v:.4g}" for k, v in sorted(means.items())),
                 flush=True,
             )
             if job.epoch % settings["checkpoint_every"] == 0 or job.epoch == epochs:
-                save_checkpoint(job.out / "checkpoint.pt", job.state())
+                job.check_ranks_agree()
+                if main:
+                    save_checkpoint(job.out / "checkpoint.pt", job.state())
                 run.flush()
-        checkpoint = job.out / "checkpoint.pt"
-        if not checkpoint.is_file():  # a finished run re-started with no checkpoint to write
-            save_checkpoint(checkpoint, job.state())
-        checksum = sha256_file(checkpoint)
-        run.set_tags({"checkpoint_path": str(checkpoint), "checkpoint_sha256": checksum})
-        backbone = job.model.backbone
-        source = {
-            "stage": "pretrain",
-            **{k: str(v) for k, v in _tags(args, settings).items()},
-            "mlflow_run_id": run.run_id,
-            "params_digest": job.digest,
-        }
-        save_encoder(
-            job.out / "encoder.pt",
-            args.backbone,
-            backbone_options(settings, args.backbone),
-            backbone.state_dict(),
-            source,
-        )
-        # The encoder the downstream stages start from, in the run with its checksum.
-        run.log_artifact(job.out / "encoder.pt", "encoder")
-        run.set_tags({"encoder_sha256": sha256_file(job.out / "encoder.pt")})
-        summary = {
-            "mlflow_run_id": run.run_id,
-            "checkpoint_sha256": checksum,
-            "metrics": {f"pretrain/epoch/{k}": v for k, v in sorted(means.items())},
-        }
-        atomic_write_json(job.out / "summary.json", summary)
+        if not main:
+            return {}
+        return _write_outputs(job, args, settings, run, means)
+
+
+def _write_outputs(
+    job: _Job, args: argparse.Namespace, settings: dict, run: tracking.Run, means: dict
+) -> dict[str, Any]:
+    """checkpoint.pt (if a finished run was re-started without one), encoder.pt, summary.json."""
+    checkpoint = job.out / "checkpoint.pt"
+    if not checkpoint.is_file():  # a finished run re-started with no checkpoint to write
+        save_checkpoint(checkpoint, job.state())
+    checksum = sha256_file(checkpoint)
+    run.set_tags({"checkpoint_path": str(checkpoint), "checkpoint_sha256": checksum})
+    backbone = job.model.backbone
+    source = {
+        "stage": "pretrain",
+        **{k: str(v) for k, v in _tags(args, settings).items()},
+        "mlflow_run_id": run.run_id,
+        "params_digest": job.digest,
+    }
+    save_encoder(
+        job.out / "encoder.pt",
+        args.backbone,
+        backbone_options(settings, args.backbone),
+        backbone.state_dict(),
+        source,
+    )
+    # The encoder the downstream stages start from, in the run with its checksum.
+    run.log_artifact(job.out / "encoder.pt", "encoder")
+    run.set_tags({"encoder_sha256": sha256_file(job.out / "encoder.pt")})
+    summary = {
+        "mlflow_run_id": run.run_id,
+        "checkpoint_sha256": checksum,
+        "metrics": {f"pretrain/epoch/{k}": v for k, v in sorted(means.items())},
+    }
+    atomic_write_json(job.out / "summary.json", summary)
     return summary
 
 
@@ -387,4 +448,5 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> None:
     settings = load_settings(args.settings, "pretrain")
     summary = pretrain(args, settings)
-    print(json.dumps(summary, indent=2, sort_keys=True))
+    if summary:  # rank 0 (the only one under torchrun that writes)
+        print(json.dumps(summary, indent=2, sort_keys=True))

@@ -6,6 +6,7 @@ few seconds, so logs show progress without megabytes of carriage returns.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -24,11 +25,16 @@ def _announce_first(items: Iterable[T]) -> Iterator[T]:
     (imports, MLflow, model and data set-up: the job's start-up cost, README "budget")."""
     global _started
     for item in items:
-        if not _started:
+        if not _started and _is_main_rank():
             _started = True
             cpu = time.process_time()
             print(f"vtdl: startup {cpu:.2f} s CPU before the first batch", file=sys.stderr)
         yield item
+
+
+def _is_main_rank() -> bool:
+    """False in data-parallel ranks other than 0 (torchrun's RANK), which stay quiet."""
+    return os.environ.get("RANK", "0") in ("", "0")
 
 
 def progress(iterable: Iterable[T], desc: str, total: int | None = None, unit: str = "it") -> tqdm:
@@ -44,4 +50,5 @@ def progress(iterable: Iterable[T], desc: str, total: int | None = None, unit: s
         mininterval=0.2 if interactive else 5.0,
         dynamic_ncols=interactive,
         ascii=not interactive,
+        disable=not _is_main_rank(),
     )

@@ -611,6 +611,19 @@ class Run:
         _retry(self._client.log_inputs, self.run_id, datasets=[entry])
 
 
+class SilentRun:
+    """What a data-parallel rank other than 0 logs to: nothing (rank 0 logs the job's one run).
+    It takes every `Run` call and does nothing; `run_id` is empty."""
+
+    run_id = ""
+    resumed = False
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_") or not callable(getattr(Run, name, None)):
+            raise AttributeError(name)
+        return lambda *args, **kwargs: None
+
+
 def _render_tags(tags: Mapping[str, Any]) -> dict[str, str]:
     rendered = {}
     for key, value in tags.items():
@@ -701,6 +714,7 @@ def start_run(
     experiment: str | None = None,
     flush_interval_s: float = DEFAULT_FLUSH_INTERVAL_S,
     system_metrics: bool = False,
+    enabled: bool = True,
 ) -> Iterator[Run]:
     """Open an MLflow run for one stage job and close it when the block ends.
 
@@ -724,10 +738,14 @@ def start_run(
         system_metrics: sample CPU, memory, disk and GPU use every
             `SYSTEM_METRICS_INTERVAL_S` (or `MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL`) seconds
             into `system/...` metrics, as MLflow's own monitor does (for long jobs).
+        enabled: False yields a `SilentRun` and touches no store (data-parallel ranks but 0).
 
     Raises:
         VtdlError: unusable tracking store, deleted experiment, or changed parameters on resume.
     """
+    if not enabled:
+        yield SilentRun()  # type: ignore[misc]
+        return
     from mlflow.entities import RunStatus
 
     client, uri = _open_store()

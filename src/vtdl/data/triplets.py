@@ -40,6 +40,7 @@ import torch
 from torch.utils.data import Dataset
 
 from vtdl.data.clips import ClipDataset, clip_indices, clip_span
+from vtdl.distributed import share_of_batches
 from vtdl.errors import VtdlError
 
 __all__ = [
@@ -183,18 +184,32 @@ class EpochShuffle(torch.utils.data.Sampler):
     The order of epoch e is a permutation drawn from (seed, e) alone, so a run resumed at an
     epoch boundary sees the same order; the sampler lives in the main process, so setting
     `epoch` there reaches persistent workers through the keys.
+
+    Under data parallelism (`world_size` > 1) every rank draws the same permutation, cuts it
+    into global batches of `batch_size` (the last, incomplete one dropped) and yields the
+    `rank`-th contiguous share of each: the ranks' shares of a step, concatenated in rank
+    order, are the single-process batch of that step (vtdl.distributed).
     """
 
-    def __init__(self, size: int, seed: int) -> None:
+    def __init__(
+        self, size: int, seed: int, rank: int = 0, world_size: int = 1, batch_size: int = 1
+    ) -> None:
         self.size, self.seed, self.epoch = size, seed, 0
+        self.rank, self.world_size, self.batch_size = rank, world_size, batch_size
+        self.share = batch_size // world_size
 
     def __len__(self) -> int:
-        return self.size
+        if self.world_size == 1:
+            return self.size
+        return self.size // self.batch_size * self.share
 
     def __iter__(self):
         order = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
         epoch = self.epoch
-        return iter([(epoch, int(i)) for i in torch.randperm(self.size, generator=order)])
+        indices = torch.randperm(self.size, generator=order).tolist()
+        if self.world_size > 1:
+            indices = share_of_batches(indices, self.batch_size, self.rank, self.world_size)
+        return iter([(epoch, i) for i in indices])
 
 
 class TripletDataset(Dataset):

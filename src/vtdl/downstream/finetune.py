@@ -24,6 +24,7 @@ result is written: it exists to survive a kill, not to cache a finished job.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from vtdl import tracking
+from vtdl import distributed, tracking
 from vtdl.checkpoint import load_resumable, rng_state, save_checkpoint, set_rng_state
 from vtdl.downstream import common
 from vtdl.errors import VtdlError
@@ -81,8 +82,8 @@ def epoch_seed(seed: int, epoch: int) -> int:
 class _Trainer:
     """Model, optimiser and the state a checkpoint needs."""
 
-    def __init__(self, job: common.Job, recipe: dict[str, Any]) -> None:
-        self.job, self.recipe = job, recipe
+    def __init__(self, job: common.Job, recipe: dict[str, Any], place: distributed.Place) -> None:
+        self.job, self.recipe, self.place = job, recipe, place
         seed_everything(job.seed)  # the head's initialisation
         head = build_classifier_head(
             job.backbone_name, job.backbone.feature_dim, job.num_classes, recipe["dropout"]
@@ -90,6 +91,11 @@ class _Trainer:
         self.model = BackboneWithHead(job.backbone, head).to(job.runtime.device)
         if job.runtime.channels_last:
             self.model.to(memory_format=torch.channels_last_3d)
+        # The model or, under torchrun, its DistributedDataParallel wrapper (vtdl.distributed).
+        self.step_model = distributed.wrap(self.model, job.runtime.device)
+        self.share = distributed.per_rank_batch(
+            job.settings["batch_size"], place.world_size, "downstream.batch_size"
+        )
         groups = [
             {"params": list(job.backbone.parameters()), "lr_scale": recipe["backbone_lr_scale"]},
             {"params": list(head.parameters()), "lr_scale": 1.0},
@@ -136,15 +142,25 @@ def train_one_epoch(trainer: _Trainer) -> dict[str, float]:
     )
     set_lr(trainer.optimizer, lr)
     seed = epoch_seed(job.seed, epoch)
-    torch.manual_seed(seed)  # clips, augmentation (num_workers=0) and dropout of this epoch
+    # Clips, augmentation (num_workers=0) and dropout of this epoch; each rank its own stream.
+    torch.manual_seed(seed + trainer.place.rank)
     workers = job.settings["num_workers"]
+    order = torch.Generator().manual_seed(seed)  # the order, and the workers' seeds
+    if trainer.place.is_distributed:  # this rank's share of each global batch
+        shares = distributed.share_of_batches(
+            torch.randperm(len(trainer.dataset), generator=order).tolist(),
+            job.settings["batch_size"],
+            trainer.place.rank,
+            trainer.place.world_size,
+        )
+        batching: dict[str, Any] = {"sampler": shares, "batch_size": trainer.share}
+    else:
+        batching = {"shuffle": True, "generator": order, "batch_size": trainer.share}
     loader = DataLoader(
         trainer.dataset,
-        batch_size=job.settings["batch_size"],
-        shuffle=True,
-        generator=torch.Generator().manual_seed(seed),  # order, and the workers' seeds
         num_workers=workers,
         pin_memory=job.runtime.device.type == "cuda",
+        **batching,
     )
     trainer.model.train()
     loss_sum = correct = seen = 0.0
@@ -153,7 +169,7 @@ def train_one_epoch(trainer: _Trainer) -> dict[str, float]:
         clips = job.runtime.to_device(batch["video"])
         labels = batch["label"].to(job.runtime.device)
         with job.runtime.autocast():
-            logits = trainer.model(clips)
+            logits = trainer.step_model(clips)
         loss = F.cross_entropy(logits.float(), labels)
         trainer.optimizer.zero_grad(set_to_none=True)
         trainer.scaler.scale(loss).backward()
@@ -164,7 +180,9 @@ def train_one_epoch(trainer: _Trainer) -> dict[str, float]:
         correct += float((logits.argmax(dim=1) == labels).sum())
         seen += n
     trainer.epoch += 1
-    return {"train_loss": loss_sum / seen, "train_top1": correct / seen, "lr": lr}
+    # Every rank saw as many clips: the global means are the means of the ranks' means.
+    means = {"train_loss": loss_sum / seen, "train_top1": correct / seen}
+    return {**distributed.mean_over_ranks(means, job.runtime.device), "lr": lr}
 
 
 def checkpoint_path(out: Path) -> Path:
@@ -172,11 +190,25 @@ def checkpoint_path(out: Path) -> Path:
 
 
 def finetune(args: argparse.Namespace) -> dict[str, Any]:
-    """Run (or resume) one fine-tuning job; returns the result written to `--out`."""
+    """Run (or resume) one fine-tuning job; returns the result written to `--out`.
+
+    Under torchrun every rank trains on its share of each batch; rank 0 alone logs, tests
+    and writes (the other ranks return an empty result).
+    """
+    try:
+        return _finetune(args)
+    finally:
+        distributed.shutdown()
+
+
+def _finetune(args: argparse.Namespace) -> dict[str, Any]:
     job = common.prepare_job(args, PROTOCOL)
+    place, device = distributed.init(job.runtime.device)
+    job.runtime = dataclasses.replace(job.runtime, device=device)
+    say = print if place.is_main else (lambda *_, **__: None)
     recipe = resolve_recipe(job.settings[PROTOCOL], args.format)
     job.settings = {**job.settings, PROTOCOL: recipe}
-    trainer = _Trainer(job, recipe)
+    trainer = _Trainer(job, recipe, place)
     job.extra_params = {"num_train_videos": len(trainer.indices)}
     params = job.params()
     digest = tracking.params_digest(params)
@@ -184,29 +216,36 @@ def finetune(args: argparse.Namespace) -> dict[str, Any]:
     state = load_resumable(ckpt, digest)
     if state is not None:
         trainer.load(state)
-        print(f"resuming from {ckpt} at epoch {trainer.epoch}", flush=True)
+        say(f"resuming from {ckpt} at epoch {trainer.epoch}", flush=True)
     epochs = recipe["epochs"]
-    with job.start_run(params, resume_run_id=trainer.run_id, system_metrics=True) as run:
-        trainer.run_id = run.run_id
+    with job.start_run(
+        params, resume_run_id=trainer.run_id, system_metrics=True, enabled=place.is_main
+    ) as run:
+        trainer.run_id = run.run_id or trainer.run_id
         lists = job.lists / f"split{job.split}"
         job.log_inputs(run, str(lists / "train.csv"), str(lists / "test.csv"))
-        print(
+        ranks = f" on {place.world_size} ranks" if place.is_distributed else ""
+        say(
             f"{job.run_name()}: {len(trainer.indices)} labelled videos of "
             f"{len(job.train_entries)}, {job.num_classes} classes, {epochs} epochs, device "
-            f"{job.runtime.device}; MLflow run {run.run_id}",
+            f"{job.runtime.device}{ranks}; MLflow run {run.run_id}",
             flush=True,
         )
         while trainer.epoch < epochs:
             means = train_one_epoch(trainer)
             run.log_metrics({f"{job.prefix}/{k}": v for k, v in means.items()}, step=trainer.epoch)
-            print(
+            say(
                 f"epoch {trainer.epoch}/{epochs}: loss {means['train_loss']:.4f} "
                 f"top1 {means['train_top1']:.3f} lr {means['lr']:.3g}",
                 flush=True,
             )
-            if trainer.epoch % recipe["checkpoint_every"] == 0 or trainer.epoch == epochs:
+            if place.is_main and (
+                trainer.epoch % recipe["checkpoint_every"] == 0 or trainer.epoch == epochs
+            ):
                 save_checkpoint(ckpt, trainer.state(digest))
                 run.flush()
+        if not place.is_main:
+            return {}
         trainer.model.eval()
         metrics, confusion = common.classification_report(trainer.model, job)
         common.log_confusion(run, job, confusion)
@@ -237,4 +276,5 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     result = finetune(args)
-    print(json.dumps(result, indent=2, sort_keys=True))
+    if result:  # rank 0 (the only one under torchrun that writes)
+        print(json.dumps(result, indent=2, sort_keys=True))

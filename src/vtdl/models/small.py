@@ -9,6 +9,7 @@ With the default widths the network has 292,080 parameters (309k with a 128-d pr
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from torch import Tensor, nn
@@ -43,6 +44,9 @@ class Small3D(nn.Module):
         temporal_strides: stride in T of each block (default 1-1-2-2).
         width: multiplier applied to every entry of `channels` (rounded, at least 1).
         in_channels: channels of the input clip (3 for RGB).
+        norm: "batch" (BatchNorm3d, the default) or "group" (GroupNorm of up to 8 groups:
+            per-clip statistics, the same whatever the batch and however it is split over
+            data-parallel ranks; for tiny per-GPU batches and the DDP equivalence test).
     """
 
     def __init__(
@@ -52,8 +56,11 @@ class Small3D(nn.Module):
         temporal_strides: Sequence[int] = DEFAULT_TEMPORAL_STRIDES,
         width: float = 1.0,
         in_channels: int = 3,
+        norm: str = "batch",
     ) -> None:
         super().__init__()
+        if norm not in ("batch", "group"):
+            raise VtdlError(f"backbone 'small3d' option norm: 'batch' or 'group', got {norm!r}")
         if isinstance(channels, int) or not channels:
             raise VtdlError(
                 f"backbone 'small3d' option channels: expected a non-empty list, got {channels!r}"
@@ -70,7 +77,7 @@ class Small3D(nn.Module):
         previous = in_channels
         for out, s_stride, t_stride in zip(widths, spatial_strides, temporal_strides, strict=True):
             blocks += [
-                # No conv bias: the batch norm right after it removes any constant offset.
+                # No conv bias: the norm right after it removes any constant offset.
                 nn.Conv3d(
                     previous,
                     out,
@@ -79,7 +86,7 @@ class Small3D(nn.Module):
                     padding=1,
                     bias=False,
                 ),
-                nn.BatchNorm3d(out),
+                nn.BatchNorm3d(out) if norm == "batch" else nn.GroupNorm(math.gcd(out, 8), out),
                 nn.ReLU(inplace=True),
             ]
             previous = out
