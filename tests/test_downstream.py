@@ -399,3 +399,48 @@ def test_finetune_under_torchrun_trains_on_two_gloo_ranks_and_rank_zero_writes(t
     curve = tracking.metric_history(run["run_id"], "tinyset/split1/finetune/train_loss")
     assert [step for step, _ in curve] == [1, 2, 3, 4]
     assert not (tiny.root / "ddp.ckpt").exists()
+
+
+def test_retrieval_logs_its_neighbours_and_the_report_draws_sheet_and_montage(tiny, caplog):
+    from mlflow import MlflowClient
+
+    from vtdl.metrics import nearest_neighbours
+    from vtdl.report import pictures
+    from vtdl.report.collect import load_store
+
+    encoded = _features(tiny, "enc.npz", "--encoder", str(tiny.encoder))
+    result = retrieval.retrieval(_cached_args(retrieval, tiny, encoded, "ret.json"))
+    local = MlflowClient().download_artifacts(
+        result["mlflow_run_id"], "neighbours.json", str(tiny.root)
+    )
+    queries = json.loads(Path(local).read_text())["queries"]
+    # The first test video of each class, with its 5 nearest training videos, nearest first.
+    test_rows = [q["test_row"] for q in queries]
+    assert [q["label"] for q in queries] == [0, 1, 2] and test_rows == [0, 2, 4]
+    cached_features = cached.load_features(encoded)
+    expected = nearest_neighbours(
+        cached_features.test.mean(axis=1)[test_rows], cached_features.train.mean(axis=1), 5
+    )
+    assert [q["train_rows"] for q in queries] == expected.tolist()
+    assert all(
+        q["labels"] == [int(cached_features.train_labels[i]) for i in q["train_rows"]]
+        for q in queries
+    )
+
+    data = tiny.root / "data"
+    (data / "splits").mkdir(parents=True)
+    (data / "frames").mkdir()
+    (data / "splits" / "tinyset").symlink_to(tiny.lists)
+    (data / "frames" / "tinyset").symlink_to(tiny.frames)
+    store = load_store()
+    dest = tiny.root / "plots"
+    (sheet,) = pictures.contact_sheets(store, data, dest)
+    assert sheet == dest / "retrieval" / "tinyset_split1_vtdl_small3d_pool_s3.png"
+    (montage,) = pictures.class_montages(store, data, dest)
+    assert montage == dest / "classes" / "tinyset.png"
+    for png in (sheet, montage):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # Without the data folder the pictures are left out with a warning, never an error.
+    assert pictures.contact_sheets(store, tiny.root / "nowhere", dest) == []
+    assert pictures.class_montages(store, tiny.root / "nowhere", dest) == []
+    assert "contact sheet left out" in caplog.text and "montage left out" in caplog.text

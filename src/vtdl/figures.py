@@ -1,4 +1,5 @@
-"""Drawing, kept apart from the numbers: matplotlib set-up, saving, the confusion matrix.
+"""Drawing, kept apart from the numbers: matplotlib set-up, saving, the confusion matrix, the
+retrieval contact sheet and the class montage.
 
 The downstream jobs draw their confusion matrix with `draw_confusion` (an MLflow artifact) and
 the report redraws it with the same function from the stored counts when a run has no image,
@@ -81,3 +82,64 @@ def draw_confusion(
                         fontsize=6, color=colour)  # fmt: skip
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
     save(fig, path, dpi=100)
+
+
+def draw_contact_sheet(
+    rows: Sequence[tuple[np.ndarray, str, Sequence[tuple[np.ndarray, str, bool]]]],
+    path: str | os.PathLike,
+    title: str = "",
+) -> None:
+    """Retrieval results as frame strips: per row a query, then its neighbours nearest first,
+    each framed green when it shares the query's class and red when it does not.
+
+    rows: (query strip, query class, [(neighbour strip, neighbour class, correct), ...]); a
+    strip is an (H, W, 3) uint8 image (frames side by side).
+    """
+    if not rows:
+        raise ValueError("a contact sheet needs at least one query")
+    columns = 1 + max(len(neighbours) for _, _, neighbours in rows)
+    height, width = rows[0][0].shape[:2]
+    cell = 1.9 * width / max(height, 1) / 4  # inches per cell: about 1.9 per 4 square frames
+    fig, axes = pyplot().subplots(
+        len(rows), columns, figsize=(columns * cell, len(rows) * 0.75 + 0.5), squeeze=False
+    )
+    for r, (query, query_class, neighbours) in enumerate(rows):
+        cells = [(query, f"query: {query_class}", None), *neighbours]
+        for c, ax in enumerate(axes[r]):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c >= len(cells):
+                ax.axis("off")
+                continue
+            strip, name, correct = cells[c]
+            ax.imshow(strip, interpolation="nearest")
+            colour = "black" if correct is None else ("tab:green" if correct else "tab:red")
+            mark = "" if correct is None else (" ✓" if correct else " ✗")
+            for spine in ax.spines.values():
+                spine.set_edgecolor(colour)
+                spine.set_linewidth(1.0 if correct is None else 2.5)
+            ax.set_title(f"{name}{mark}", fontsize=6, color=colour, pad=2)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    save(fig, path, dpi=110)
+
+
+def draw_montage(
+    strips: Sequence[tuple[str, np.ndarray]], path: str | os.PathLike, title: str = ""
+) -> None:
+    """One frame strip per class (class name on the left): what each class looks like."""
+    if not strips:
+        raise ValueError("a montage needs at least one class")
+    height, width = strips[0][1].shape[:2]
+    fig, axes = pyplot().subplots(
+        len(strips), 1, figsize=(1.2 * width / max(height, 1), 0.7 * len(strips) + 0.5),
+        squeeze=False,
+    )  # fmt: skip
+    for (name, strip), (ax,) in zip(strips, axes, strict=True):
+        ax.imshow(strip, interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    save(fig, path, dpi=110)

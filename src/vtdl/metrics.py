@@ -119,6 +119,19 @@ def _centre_normalise(features: np.ndarray, mean: np.ndarray) -> np.ndarray:
     return centred / np.maximum(norms, 1e-12)
 
 
+def nearest_neighbours(
+    query_features: np.ndarray, gallery_features: np.ndarray, k: int
+) -> np.ndarray:
+    """(Q, min(k, G)) gallery indices of each query's k nearest, nearest first: both sets
+    centred with the gallery mean and L2-normalised, ranked by cosine similarity (ties: lower
+    gallery index first). The ranking `recall_at_k` scores."""
+    query = np.asarray(query_features, dtype=np.float64)
+    gallery = np.asarray(gallery_features, dtype=np.float64)
+    mean = gallery.mean(axis=0, keepdims=True)
+    similarity = _centre_normalise(query, mean) @ _centre_normalise(gallery, mean).T
+    return ranking(similarity)[:, : min(k, len(gallery))]
+
+
 def recall_at_k(
     query_features: np.ndarray,
     query_labels: np.ndarray,
@@ -147,9 +160,7 @@ def recall_at_k(
         raise ValueError(f"every k must be >= 1, got {list(ks)}")
     if len(query) == 0:
         return {k: float("nan") for k in ks}
-    mean = gallery.mean(axis=0, keepdims=True)
-    similarity = _centre_normalise(query, mean) @ _centre_normalise(gallery, mean).T
-    order = ranking(similarity)[:, : min(max(ks), len(gallery))]
+    order = nearest_neighbours(query, gallery, max(ks))
     hits = gallery_labels[order] == query_labels[:, None]  # (Q, kmax)
     first_hit = np.where(hits.any(axis=1), hits.argmax(axis=1), np.iinfo(np.int64).max)
     return {k: float((first_hit < min(k, len(gallery))).mean()) for k in ks}

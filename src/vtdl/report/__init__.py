@@ -9,7 +9,9 @@ artifacts, so the results can be rebuilt after `dvc pull` without any training, 
     <out>/tables/differences.csv           those differences, one row per cell
     <out>/tables/all_metrics.{md,csv,tex}  every final downstream metric
     <out>/tables/pretext.{md,csv,tex}      last-epoch pretext diagnostics per pretraining method
-    <out>/plots/                           curves, ablation bars, confusion matrices
+    <out>/plots/                           curves, ablation bars, confusion matrices, and
+                                           from the frames under --data (when there): the
+                                           retrieval contact sheet and the class montage
 
 Tables are byte-identical on the same store; every file is written atomically, and the plot
 folder is swapped in as a whole.
@@ -22,7 +24,7 @@ import sys
 from pathlib import Path
 
 from vtdl.fsutil import atomic_dir, atomic_write_text
-from vtdl.report import plots, tables
+from vtdl.report import pictures, plots, tables
 from vtdl.report.collect import Store, load_store
 
 TABLE_NAMES = ("ablation", "all_metrics", "pretext")
@@ -44,6 +46,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--experiment", help="MLflow experiment (default: $VTDL_EXPERIMENT or vtdl)"
     )
     parser.add_argument("--no-plots", action="store_true", help="write the tables only")
+    parser.add_argument(
+        "--data",
+        default="data",
+        help="data folder with splits/ and frames/ for the pictures of videos (left out when "
+        "absent)",
+    )
 
 
 def write_tables(store: Store, tables_dir: Path, clips: int) -> dict[str, str]:
@@ -84,7 +92,7 @@ def write_tables(store: Store, tables_dir: Path, clips: int) -> dict[str, str]:
     return texts
 
 
-def write_plots(store: Store, plots_dir: Path, clips: int) -> list[Path]:
+def write_plots(store: Store, plots_dir: Path, clips: int, data: Path | None = None) -> list[Path]:
     with atomic_dir(plots_dir) as tmp:
         tmp.chmod(0o755)  # mkdtemp makes it private; the plots are for everyone
         written = [
@@ -93,6 +101,9 @@ def write_plots(store: Store, plots_dir: Path, clips: int) -> list[Path]:
             *plots.ablation_bars(tables.ablation(store, clips), tmp),
             *plots.confusions(store.downstream, clips, tmp),
         ]
+        if data is not None:
+            written += pictures.contact_sheets(store, data, tmp)
+            written += pictures.class_montages(store, data, tmp)
     return [plots_dir / p.relative_to(tmp) for p in written]
 
 
@@ -103,6 +114,7 @@ def build_report(
     clips: int | None = None,
     experiment: str | None = None,
     with_plots: bool = True,
+    data: str | Path | None = None,
 ) -> Store:
     """Write every table (and plot) under `out`; returns the runs used.
 
@@ -114,7 +126,7 @@ def build_report(
     n_clips = tables.default_clips(store, clips)
     write_tables(store, out / "tables", n_clips)
     if with_plots:
-        write_plots(store, out / "plots", n_clips)
+        write_plots(store, out / "plots", n_clips, Path(data) if data is not None else None)
     return store
 
 
@@ -126,6 +138,7 @@ def run(args: argparse.Namespace) -> None:
         clips=args.clips,
         experiment=args.experiment,
         with_plots=not args.no_plots,
+        data=args.data,
     )
     print(
         f"vtdl report: {len(store.downstream)} downstream and {len(store.pretrain)} pretraining "
