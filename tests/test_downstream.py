@@ -105,28 +105,38 @@ def test_original_preset_sets_the_learning_rate_by_format():
 # ----------------------------------------------------------------------------------------------
 
 
-@pytest.fixture()
-def tiny(tmp_path, monkeypatch):
-    """3 classes x (4 train + 2 test) tiny videos, split lists, an encoder, a private store."""
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    monkeypatch.delenv("VTDL_EXPERIMENT", raising=False)
+def _write_set(root: Path, video) -> tuple[Path, Path]:
+    """3 classes x (4 train + 2 test) tiny videos from `video(rng, label, frames)`: frame files,
+    split lists and classes.csv under `root`; returns (frames, lists)."""
     rng = np.random.default_rng(0)
-    frames = tmp_path / "frames"
-    lists = tmp_path / "splits"
+    frames = root / "frames"
+    lists = root / "splits"
     (lists / "split1").mkdir(parents=True)
     rows = {"train": ["path,label,class,frames"], "test": ["path,label,class,frames"]}
     for label, name in enumerate(CLASSES):
         for i in range(TRAIN_PER_CLASS + TEST_PER_CLASS):
             rel = f"{name}/v{i}.avi"
             count = int(rng.integers(8, 14))
-            video = rng.integers(0, 255, (count, 18, 22, 3), dtype=np.uint8)
-            write_frames(frame_file_path(frames, rel), video, codec="raw")
+            write_frames(frame_file_path(frames, rel), video(rng, label, count), codec="raw")
             which = "train" if i < TRAIN_PER_CLASS else "test"
             rows[which].append(f"{rel},{label},{name},{count}")
     for which, lines in rows.items():
         (lists / "split1" / f"{which}.csv").write_text("\n".join(lines) + "\n")
     classes = ["label,class", *(f"{i},{n}" for i, n in enumerate(CLASSES))]
     (lists / "classes.csv").write_text("\n".join(classes) + "\n")
+    return frames, lists
+
+
+def _noise_video(rng, label: int, frames: int) -> np.ndarray:
+    return rng.integers(0, 255, (frames, 18, 22, 3), dtype=np.uint8)
+
+
+@pytest.fixture()
+def tiny(tmp_path, monkeypatch):
+    """3 classes x (4 train + 2 test) tiny videos, split lists, an encoder, a private store."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.delenv("VTDL_EXPERIMENT", raising=False)
+    frames, lists = _write_set(tmp_path, _noise_video)
     torch.manual_seed(0)
     encoder = tmp_path / "encoder.pt"
     source = {"stage": "pretrain", "method": "vtdl", "dataset": "pool", "seed": "3"}
@@ -444,3 +454,22 @@ def test_retrieval_logs_its_neighbours_and_the_report_draws_sheet_and_montage(ti
     assert pictures.contact_sheets(store, tiny.root / "nowhere", dest) == []
     assert pictures.class_montages(store, tiny.root / "nowhere", dest) == []
     assert "contact sheet left out" in caplog.text and "montage left out" in caplog.text
+
+
+def test_finetune_learns_an_easy_separable_toy_set(tiny):
+    """Each class is one colour channel lit over noise: fine-tuning from scratch must get
+    every test video right (a broken loss, label or head would not)."""
+
+    def coloured(rng, label: int, frames: int) -> np.ndarray:
+        video = rng.integers(0, 60, (frames, 18, 22, 3), dtype=np.uint8)
+        video[..., label] += 180
+        return video
+
+    frames, lists = _write_set(tiny.root / "colours", coloured)
+    settings = _settings(labels_per_class=0)
+    settings["finetune"] = {**settings["finetune"], "epochs": 12, "lr": 0.01}
+    args = _args(finetune, tiny, "colours.json", *_scratch(), settings=settings)
+    args.frames, args.lists = str(frames), str(lists)
+    result = finetune.finetune(args)
+    assert result["metrics"][f"tinyset/split1/finetune/top1_{CLIPS}clip"] == 1.0
+    assert result["metrics"]["tinyset/split1/finetune/top1_1clip"] == 1.0

@@ -1,10 +1,9 @@
-"""What the protocols that run an encoder share: the job, its data, multi-clip outputs.
+"""What the protocols that run an encoder share: the job with its data, from the command line.
 
 `prepare_job` resolves the command line into a `Job` (a `vtdl.downstream.job.JobSpec` plus
-the backbone, the split lists, the frames and the runtime). The protocols then use
-`clip_outputs` (one row per video, one column per clip, for any per-clip function) and
-`classification_report` (1-clip and N-clip video-level metrics); `finish` and
-`log_confusion` (from `job`) record the result.
+the backbone, the split lists, the frames and the runtime). The protocols then evaluate with
+`vtdl.downstream.evaluate` and record the result with `finish` and `log_confusion` (from
+`job`).
 """
 
 from __future__ import annotations
@@ -16,10 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import Dataset, Subset
 
 from vtdl.augment import ClipAugment, ClipEval
 from vtdl.checkpoint import load_encoder
@@ -35,22 +33,13 @@ from vtdl.downstream.job import (
 )
 from vtdl.errors import VtdlError
 from vtdl.fsutil import sha256_file
-from vtdl.metrics import (
-    average_clip_probabilities,
-    classification_metrics,
-    confusion_matrix,
-    ranking,
-)
 from vtdl.models import build_backbone, global_average_pool
-from vtdl.names import METHODS, SCRATCH, clip_metric
-from vtdl.progress import progress
+from vtdl.names import METHODS, SCRATCH
 from vtdl.runtime import Runtime, add_resource_arguments, seed_everything, select_runtime
 
 __all__ = [
     "Job",
     "add_arguments",
-    "classification_report",
-    "clip_outputs",
     "finish",
     "labelled_subset",
     "log_confusion",
@@ -259,68 +248,3 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="result JSON to write")
     add_settings_argument(parser, "downstream")
     add_resource_arguments(parser)
-
-
-# ----------------------------------------------------------------------------------------------
-# Multi-clip outputs and metrics
-# ----------------------------------------------------------------------------------------------
-
-
-def _collate_clips(items: list[dict[str, Any]]) -> dict[str, Tensor]:
-    return {
-        "video": torch.stack([item["video"] for item in items]),
-        "label": torch.tensor([item["label"] for item in items], dtype=torch.long),
-    }
-
-
-@torch.no_grad()
-def clip_outputs(
-    fn: Callable[[Tensor], Tensor], dataset: Dataset, job: Job, desc: str
-) -> tuple[np.ndarray, np.ndarray]:
-    """Apply `fn` (clips (B, C, T, H, W) -> (B, K)) to every clip of a uniform-mode dataset.
-
-    Returns (outputs (V, N, K) float32, labels (V,)), one row per video in dataset order.
-    """
-    s = job.settings
-    workers = s["num_workers"]
-    loader = DataLoader(
-        dataset,
-        batch_size=s["eval_batch_size"],
-        shuffle=False,
-        num_workers=workers,
-        collate_fn=_collate_clips,
-        pin_memory=job.runtime.device.type == "cuda",
-    )
-    outputs, labels = [], []
-    for batch in progress(loader, desc, total=len(loader), unit="batch"):
-        video = batch["video"]  # (B, N, C, T, H, W)
-        b, n = video.shape[:2]
-        clips = job.runtime.to_device(video.flatten(0, 1))
-        with job.runtime.autocast():
-            out = fn(clips)
-        outputs.append(out.float().cpu().view(b, n, -1))
-        labels.append(batch["label"])
-    return torch.cat(outputs).numpy(), torch.cat(labels).numpy()
-
-
-def classification_report(
-    clip_logits_fn: Callable[[Tensor], Tensor], job: Job
-) -> tuple[dict[str, float], np.ndarray]:
-    """Video-level metrics of the test list with 1 centre clip and N uniform clips.
-
-    Returns (metrics named `<prefix>/{top1,top5,meanclass}_{1clip,<N>clip}`, confusion
-    matrix of the N-clip test).
-    """
-    metrics: dict[str, float] = {}
-    confusion = None
-    for clips in (1, job.test_clips):
-        logits, labels = clip_outputs(
-            clip_logits_fn, job.eval_dataset("test", clips), job, f"{job.protocol} test {clips}clip"
-        )
-        scores = average_clip_probabilities(logits)
-        for name, value in classification_metrics(scores, labels).items():
-            metrics[f"{job.prefix}/{clip_metric(name, clips)}"] = value
-        if clips == job.test_clips:
-            confusion = confusion_matrix(labels, ranking(scores)[:, 0], job.num_classes)
-    assert confusion is not None
-    return metrics, confusion

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from vtdl.downstream import common
+from vtdl.downstream import common, evaluate
 from vtdl.downstream.cached import FORMAT_VERSION
 from vtdl.fsutil import atomic_path
 
@@ -38,13 +38,13 @@ def compute_features(args: argparse.Namespace) -> dict[str, Any]:
         f"videos, {clips} clips each",
         flush=True,
     )
-    train, train_labels = common.clip_outputs(
+    train, train_labels = evaluate.clip_outputs(
         features_of, job.eval_dataset("train", clips), job, "features train"
     )
-    test, test_labels = common.clip_outputs(
+    test, test_labels = evaluate.clip_outputs(
         features_of, job.eval_dataset("test", clips), job, "features test"
     )
-    centre, _ = common.clip_outputs(
+    centre, _ = evaluate.clip_outputs(
         features_of, job.eval_dataset("test", 1), job, "features test centre"
     )
     meta = {"format_version": FORMAT_VERSION, **job.identity(), "settings": job.settings}

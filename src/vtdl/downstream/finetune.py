@@ -36,7 +36,7 @@ from torch.utils.data import DataLoader
 
 from vtdl import distributed, tracking
 from vtdl.checkpoint import load_resumable, rng_state, save_checkpoint, set_rng_state
-from vtdl.downstream import common
+from vtdl.downstream import common, evaluate
 from vtdl.errors import VtdlError
 from vtdl.models import BackboneWithHead, build_classifier_head
 from vtdl.progress import progress
@@ -247,7 +247,7 @@ def _finetune(args: argparse.Namespace) -> dict[str, Any]:
         if not place.is_main:
             return {}
         trainer.model.eval()
-        metrics, confusion = common.classification_report(trainer.model, job)
+        metrics, confusion = evaluate.classification_report(trainer.model, job)
         common.log_confusion(run, job, confusion)
         if args.save_model:
             save_checkpoint(
