@@ -24,7 +24,7 @@ from vtdl.downstream.job import FEATURE_SETTINGS, labelled_subset
 from vtdl.errors import VtdlError
 from vtdl.models import build_backbone
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CLASSES = ["Left", "Right", "Up"]
 TRAIN_PER_CLASS, TEST_PER_CLASS = 4, 2
 TINY = {"channels": [4, 8, 8, 16]}  # a small3d that trains in milliseconds
