@@ -9,7 +9,7 @@ CORES ?= $(shell nproc 2>/dev/null || echo 2)
 SNAKEMAKE := $(BIN)/snakemake --workflow-profile workflow/profiles/default --cores $(CORES)
 export MLFLOW_TRACKING_URI ?= sqlite:///mlflow.db
 
-.PHONY: setup reproduce report faults docs test lint dry-run ui dvc-repro push pull
+.PHONY: setup reproduce report faults bench docs test lint dry-run ui dvc-repro push pull
 
 setup: $(STAMP)
 
@@ -34,6 +34,11 @@ report: $(STAMP)
 # shows: bench/faults/summary.{md,json}.
 faults: $(STAMP)
 	VTDL_FAULTS_SUMMARY=bench/faults $(BIN)/python -m pytest -q tests/faults
+
+# Speed and memory figures measured side by side on this machine (bench/run.py): writes
+# bench/results.{json,md}, the table the README shows. Extra options: ARGS="--only ...".
+bench: $(STAMP)
+	$(BIN)/python bench/run.py $(ARGS)
 
 # docs/configuration.md from the params schema and the shipped params.yaml.
 docs: $(STAMP)

@@ -1,0 +1,383 @@
+"""`make bench`: the project's speed and memory figures, measured side by side on this machine.
+
+Writes bench/results.json (one key per figure, plus the machine, date, commit and command) and
+bench/results.md (the table the README shows). Every ratio compares two things measured in the
+same run, alternating (A, B, A, B, ...; medians), so a busy machine slows both alike. Figures
+whose prerequisite is missing are recorded as null with the reason. Asserts nothing.
+
+    .venv/bin/python bench/run.py                 # all figures (a few minutes on 2 cores)
+    .venv/bin/python bench/run.py --only pretrain_efficiency peak_rss_mb
+
+Figures (README "Benchmarks"):
+  noop_rerun_s          `make reproduce` with everything up to date (median of 5), next to
+                        `snakemake_floor_s`, a one-rule Snakemake workflow doing nothing
+  pretrain_efficiency   clips/s of the real `vtdl pretrain` loop (loading, augmentation, TCA,
+                        both encoders, queue, MLflow logging) / clips/s of the same model's
+                        forward, backward and step on clips already in memory, same threads
+  peak_rss_mb           peak resident memory of `vtdl extract` and of `vtdl pretrain` on a
+                        small and a ten times larger data set (constant if memory is bounded)
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+RESULTS = ROOT / "bench" / "results.json"
+TABLE = ROOT / "bench" / "results.md"
+
+
+# ---------------------------------------------------------------------------------- helpers
+
+
+def alternate(a: Callable[[], float], b: Callable[[], float], rounds: int) -> tuple[float, float]:
+    """Medians of a() and b() measured in turns: a, b, a, b, ..."""
+    first, second = [], []
+    for _ in range(rounds):
+        first.append(a())
+        second.append(b())
+    return statistics.median(first), statistics.median(second)
+
+
+def timed(command: list[str], cwd: Path, env: dict[str, str] | None = None) -> float:
+    start = time.perf_counter()
+    subprocess.run(command, cwd=cwd, env=env, check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
+def peak_rss_mb(command: list[str], cwd: Path, env: dict[str, str]) -> float:
+    """Run `command` to completion; its peak resident set size (the child's own rusage)."""
+    process = subprocess.Popen(
+        command, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    _, status, usage = os.wait4(process.pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(
+            f"{shlex.join(command)} failed: {process.stderr.read().decode()[-2000:]}"
+        )
+    return usage.ru_maxrss / 1024  # KiB on Linux
+
+
+def machine() -> dict[str, Any]:
+    model = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = None
+    try:
+        listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30)
+        gpu = listing.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {"cpu": model, "cores": os.cpu_count(), "gpu": gpu, "python": platform.python_version()}
+
+
+def commit() -> str:
+    done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    return done.stdout.strip() + ("+changes" if dirty else "")
+
+
+def one_thread_env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+# ---------------------------------------------------------------------------------- data
+
+
+def write_frame_set(
+    root: Path, videos: int, frames: int = 48, size: tuple[int, int] = (48, 64), codec: str = "raw"
+) -> tuple[Path, Path]:
+    """`videos` frame files of noise (by default raw at the embedded set's size) and their split
+    list; returns (frames root, lists root)."""
+    from vtdl.data.framestore import frame_file_path, write_frames
+
+    rng = np.random.default_rng(0)
+    frames_root, lists = root / "frames", root / "splits"
+    (lists / "split1").mkdir(parents=True)
+    rows = ["path,label,class,frames"]
+    for v in range(videos):
+        rel = f"c{v % 10}/v{v}.avi"
+        video = rng.integers(0, 255, (frames, *size, 3), dtype=np.uint8)
+        write_frames(frame_file_path(frames_root, rel), video, codec=codec)
+        rows.append(f"{rel},{v % 10},c{v % 10},{frames}")
+    (lists / "split1" / "train.csv").write_text("\n".join(rows) + "\n")
+    return frames_root, lists
+
+
+def write_tiny_videos(folder: Path, videos: int, frames: int = 24) -> None:
+    """`videos` small mpeg4 .avi files (64x48) in one UCF101-style class folder."""
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    for v in range(videos):
+        with av.open(str(folder / f"v_Bench_g{v // 4 + 1:02d}_c{v % 4 + 1:02d}.avi"), "w") as out:
+            stream = out.add_stream("mpeg4", rate=Fraction(25))
+            stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+            for _ in range(frames):
+                image = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
+                out.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+            out.mux(stream.encode())
+
+
+def pretrain_settings(**changes: Any) -> dict[str, Any]:
+    from vtdl.config import load_settings
+
+    settings = load_settings(str(ROOT / "params.yaml"), "pretrain")
+    settings.update(num_workers=0, checkpoint_every=1000, device="cpu")
+    settings.update(changes)
+    return settings
+
+
+def pretrain_command(frames: Path, lists: Path, out: Path, settings: dict) -> list[str]:
+    return [
+        str(BIN / "vtdl"),
+        "pretrain",
+        "--method",
+        "vtdl",
+        "--backbone",
+        "small3d",
+        "--seed",
+        "0",
+        "--dataset",
+        "bench",
+        "--lists",
+        str(lists),
+        "--frames",
+        str(frames),
+        "--out",
+        str(out),
+        "--threads",
+        "1",
+        "--settings",
+        json.dumps(settings),
+    ]
+
+
+# ---------------------------------------------------------------------------------- figures
+
+
+def noop_rerun(project: Path) -> dict[str, Any]:
+    """A no-op `make reproduce` next to a no-op one-rule Snakemake workflow."""
+    dry = subprocess.run(["make", "dry-run"], cwd=project, capture_output=True, text=True)
+    if dry.returncode != 0 or "Nothing to be done" not in dry.stdout + dry.stderr:
+        return {
+            "noop_rerun_s": None,
+            "noop_rerun_note": f"{project}: not up to date (run make reproduce)",
+        }
+    with tempfile.TemporaryDirectory() as tmp:
+        floor = Path(tmp)
+        (floor / "Snakefile").write_text(
+            'rule all:\n    output: "x"\n    shell: "touch {output}"\n'
+        )
+        snakemake = [str(BIN / "snakemake"), "--cores", "1", "--quiet", "all"]
+        subprocess.run(snakemake, cwd=floor, check=True, capture_output=True)
+        noop, bare = alternate(
+            lambda: timed(["make", "reproduce"], project),
+            lambda: timed(snakemake, floor),
+            rounds=5,
+        )
+    return {"noop_rerun_s": round(noop, 2), "snakemake_floor_s": round(bare, 2)}
+
+
+def pretrain_efficiency() -> dict[str, Any]:
+    """The real pretraining loop against its bare model steps, one thread each."""
+    import torch
+
+    from vtdl import pretrain as stage
+    from vtdl.augment import JITTER_OPS, ClipAugment
+    from vtdl.data.triplets import TripletDataset
+
+    torch.set_num_threads(1)
+    settings = pretrain_settings(epochs=3, queue_size=128)
+    batch = settings["batch_size"]
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        frames, lists = write_frame_set(root, 320)  # 10 steps of 32 per epoch
+        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlflow.db'}"
+        runs = iter(range(100))
+
+        def real() -> float:
+            args = argparse.Namespace(
+                method="vtdl",
+                backbone="small3d",
+                seed=0,
+                dataset="bench",
+                lists=str(lists),
+                frames=str(frames),
+                out=str(root / f"run{next(runs)}"),
+                threads=1,
+            )
+            summary = stage.pretrain(args, settings)
+            return summary["metrics"]["pretrain/epoch/clips_per_s"]  # the last epoch, warm
+
+        augment = ClipAugment(
+            settings["crop_size"],
+            settings["resize_short"],
+            rotation=settings["rotation"],
+            **dict(zip(JITTER_OPS, settings["color_jitter"], strict=True)),
+        )
+        dataset = TripletDataset(
+            lists / "split1" / "train.csv",
+            frames,
+            settings["clip_len"],
+            settings["stride"],
+            augment,
+            seed=0,
+        )
+        items = [dataset[i] for i in range(batch)]
+        views = {
+            k: torch.stack([item[k] for item in items]) for k in ("anchor", "positive", "negative")
+        }
+        model = stage.build_model("vtdl", "small3d", settings, 10, 0)
+        optimizer = torch.optim.Adam(model.parameters(), lr=settings["lr"])
+        model.train()
+
+        def bare() -> float:
+            steps = 30
+            start = time.perf_counter()
+            for _ in range(steps):
+                out = model(views["anchor"], views["positive"], views["negative"])
+                optimizer.zero_grad(set_to_none=True)
+                out["loss"].backward()
+                optimizer.step()
+            return steps * batch / (time.perf_counter() - start)
+
+        loop, step = alternate(real, bare, rounds=2)
+    return {
+        "pretrain_efficiency": round(loop / step, 3),
+        "pretrain_loop_clips_per_s": round(loop, 1),
+        "pretrain_bare_step_clips_per_s": round(step, 1),
+    }
+
+
+def peak_rss() -> dict[str, Any]:
+    """Peak RSS of extraction and pretraining at 200 and 2,000 videos."""
+    env = one_thread_env()
+    figures: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        env["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlflow.db'}"
+        for videos in (200, 2000):
+            write_tiny_videos(root / f"videos{videos}" / "Bench", videos)
+            extract = [
+                str(BIN / "vtdl"),
+                "extract",
+                "--format",
+                "ucf101",
+                "--videos",
+                str(root / f"videos{videos}"),
+                "--out",
+                str(root / f"extracted{videos}"),
+                "--shard",
+                "Bench",
+                "--short-side",
+                "40",
+                "--codec",
+                "raw",
+            ]
+            figures[f"extract_{videos}_videos"] = round(peak_rss_mb(extract, ROOT, env), 1)
+            frames, lists = write_frame_set(root / f"set{videos}", videos)
+            settings = pretrain_settings(epochs=1, queue_size=128)
+            command = pretrain_command(frames, lists, root / f"pretrain{videos}", settings)
+            figures[f"pretrain_{videos}_videos"] = round(peak_rss_mb(command, ROOT, env), 1)
+    return {"peak_rss_mb": figures}
+
+
+FIGURES: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
+    "noop_rerun_s": lambda args: noop_rerun(Path(args.project)),
+    "pretrain_efficiency": lambda args: pretrain_efficiency(),
+    "peak_rss_mb": lambda args: peak_rss(),
+}
+
+
+def table(results: dict[str, Any]) -> str:
+    f = results["figures"]
+    lines = [
+        f"Measured {results['date']} on {results['machine']['cpu']} "
+        f"({results['machine']['cores']} cores, GPU: {results['machine']['gpu'] or 'none'}), "
+        f"commit {results['commit'][:12]}, `{results['command']}`.",
+        "",
+        "| figure | value | goal |",
+        "|:---|---:|:---|",
+    ]
+    if "noop_rerun_s" in f:
+        if f["noop_rerun_s"] is None:
+            lines.append(
+                f"| no-op `make reproduce` | not measured: {f['noop_rerun_note']} | ≤ 2 s |"
+            )
+        else:
+            lines.append(
+                f"| no-op `make reproduce` (median of 5) | {f['noop_rerun_s']} s "
+                f"(a one-rule Snakemake: {f['snakemake_floor_s']} s) | ≤ 2 s |"
+            )
+    if "pretrain_efficiency" in f:
+        lines.append(
+            f"| pretraining loop / bare model step (clips/s, 1 thread) | "
+            f"{f['pretrain_efficiency']} ({f['pretrain_loop_clips_per_s']} / "
+            f"{f['pretrain_bare_step_clips_per_s']}) | ≥ 0.9 |"
+        )
+    if "peak_rss_mb" in f:
+        rss = f["peak_rss_mb"]
+        lines.append(
+            f"| peak RSS of `vtdl extract`, 200 / 2,000 videos | "
+            f"{rss['extract_200_videos']} / {rss['extract_2000_videos']} MB | constant |"
+        )
+        lines.append(
+            f"| peak RSS of `vtdl pretrain`, 200 / 2,000 videos | "
+            f"{rss['pretrain_200_videos']} / {rss['pretrain_2000_videos']} MB | constant |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", nargs="+", choices=list(FIGURES), help="these figures only")
+    parser.add_argument("--project", default=str(ROOT), help="checkout for noop_rerun_s")
+    args = parser.parse_args()
+    figures: dict[str, Any] = {}
+    for name in args.only or FIGURES:
+        print(f"bench: {name} ...", file=sys.stderr, flush=True)
+        start = time.perf_counter()
+        figures.update(FIGURES[name](args))
+        print(f"bench: {name} done in {time.perf_counter() - start:.0f} s", file=sys.stderr)
+    results = {
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine(),
+        "commit": commit(),
+        "command": shlex.join(["python", "bench/run.py", *sys.argv[1:]]),
+        "figures": figures,
+    }
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    TABLE.write_text(table(results))
+    print(TABLE.read_text())
+
+
+if __name__ == "__main__":
+    main()
