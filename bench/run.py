@@ -224,16 +224,10 @@ def pretrain_efficiency() -> dict[str, Any]:
         runs = iter(range(100))
 
         def real() -> float:
-            args = argparse.Namespace(
-                method="vtdl",
-                backbone="small3d",
-                seed=0,
-                dataset="bench",
-                lists=str(lists),
-                frames=str(frames),
-                out=str(root / f"run{next(runs)}"),
-                threads=1,
-            )
+            parser = argparse.ArgumentParser()
+            stage.add_arguments(parser)
+            command = pretrain_command(frames, lists, root / f"run{next(runs)}", settings)
+            args = parser.parse_args(command[2:])  # the job's own command line, in process
             summary = stage.pretrain(args, settings)
             return summary["metrics"]["pretrain/epoch/clips_per_s"]  # the last epoch, warm
 

@@ -8,75 +8,36 @@ statistics), so these runs use small3d's GroupNorm variant, whose statistics are
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 import torch
 from filelock import FileLock
+from pretrain_jobs import interrupt_at_epoch, pretrain_args, pretrain_argv, tiny_settings
 
 from vtdl import pretrain as pretrain_stage
 from vtdl import tracking
 from vtdl.augment import temporal_consistent_augmentation
 from vtdl.checkpoint import load_checkpoint
-from vtdl.config import load_settings
 from vtdl.data.triplets import EpochShuffle
 from vtdl.distributed import per_rank_batch
 from vtdl.errors import VtdlError
 
-ROOT = Path(__file__).resolve().parents[1]
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
 
 
-def _settings(**changes) -> dict:
-    settings = load_settings(str(ROOT / "params.yaml"), "pretrain")
-    settings.update(
-        clip_len=4,
-        stride=2,
-        crop_size=16,
-        resize_short=18,
-        batch_size=4,  # 12 videos: 3 steps per epoch, 2 clips per rank and step
-        queue_size=6,
-        epochs=3,
-        checkpoint_every=1,
-        num_workers=0,
+def _settings() -> dict:
+    return tiny_settings(
         # SGD: a gradient difference of float rounding stays that small in the weights (Adam
         # divides by the gradient's own scale and can blow rounding up on near-zero entries).
         optimizer="sgd",
         lr=0.05,
         backbone_options={"small3d": {"channels": [4, 8, 8, 16], "norm": "group"}},
     )
-    settings.update(changes)
-    return settings
-
-
-def _pretrain_argv(root: Path, frames: Path, lists: Path, out: str, settings: dict) -> list[str]:
-    return [
-        "pretrain",
-        "--method",
-        "vtdl",
-        "--backbone",
-        "small3d",
-        "--seed",
-        "3",
-        "--dataset",
-        "tiny",
-        "--lists",
-        str(lists),
-        "--frames",
-        str(frames),
-        "--out",
-        str(root / out),
-        "--threads",
-        "1",
-        "--settings",
-        json.dumps(settings),
-    ]
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -156,11 +117,11 @@ def test_two_gloo_ranks_train_as_one_process_and_resume_across_world_sizes(
     root, frames, lists = tiny_set
     settings = _settings()
     # One process, uninterrupted: the reference.
-    _run([sys.executable, "-m", "vtdl.cli", *_pretrain_argv(root, frames, lists, "one", settings)])
+    _run([sys.executable, "-m", "vtdl.cli", *pretrain_argv(root, frames, lists, "one", settings)])
     # Two ranks, launched as a Snakemake job launches them: `--gpus 2` on a machine with two
     # free GPU slots starts torchrun (the slots are faked; without CUDA the ranks use Gloo).
     gpus = {"VTDL_GPU_DEVICES": "0,1", "VTDL_GPU_LOCK_DIR": str(tmp_path / "locks")}
-    argv = _pretrain_argv(root, frames, lists, "two", settings)
+    argv = pretrain_argv(root, frames, lists, "two", settings)
     done = _run(
         [sys.executable, "-m", "vtdl.cli", "--debug", argv[0], "--gpus", "2", *argv[1:]], **gpus
     )
@@ -181,28 +142,12 @@ def test_two_gloo_ranks_train_as_one_process_and_resume_across_world_sizes(
     assert runs[two["mlflow_run_id"]]["tags"]["world_size"] == "2"
 
     # Interrupted in epoch 3 in one process, resumed on two ranks: the same end again.
-    original = pretrain_stage._Job.train_epoch
-
-    def killed_in_epoch_three(self, run):
-        if self.epoch == 2:
-            raise KeyboardInterrupt
-        return original(self, run)
-
-    monkeypatch.setattr(pretrain_stage._Job, "train_epoch", killed_in_epoch_three)
-    args = argparse.Namespace(
-        method="vtdl",
-        backbone="small3d",
-        seed=3,
-        dataset="tiny",
-        lists=str(lists),
-        frames=str(frames),
-        out=str(root / "resumed"),
-        threads=1,
-    )
+    interrupt_at_epoch(monkeypatch, 2)
+    args = pretrain_args(root, frames, lists, "resumed")
     with pytest.raises(KeyboardInterrupt):
         pretrain_stage.pretrain(args, settings)
     first_run = load_checkpoint(root / "resumed" / "checkpoint.pt")["mlflow_run_id"]
-    argv = _pretrain_argv(root, frames, lists, "resumed", settings)
+    argv = pretrain_argv(root, frames, lists, "resumed", settings)
     done = _run([*TORCHRUN, "--nproc_per_node=2", "-m", "vtdl.cli", *argv])
     assert "resuming from" in done.stdout and "at epoch 2" in done.stdout
     resumed = load_checkpoint(root / "resumed" / "checkpoint.pt")

@@ -2,52 +2,17 @@
 
 from __future__ import annotations
 
-import argparse
 import json
-from pathlib import Path
 
 import pytest
 import torch
+from pretrain_jobs import interrupt_at_epoch, pretrain_args, tiny_settings
 
 from vtdl import pretrain as pretrain_stage
 from vtdl import tracking
 from vtdl.checkpoint import load_checkpoint, load_encoder
-from vtdl.config import load_settings
 from vtdl.errors import VtdlError
 from vtdl.fsutil import sha256_file
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _settings(**changes):
-    settings = load_settings(str(ROOT / "params.yaml"), "pretrain")
-    settings.update(
-        clip_len=4,
-        stride=2,
-        crop_size=16,
-        resize_short=18,
-        batch_size=4,
-        queue_size=6,
-        epochs=3,
-        checkpoint_every=1,
-        num_workers=0,
-        backbone_options={"small3d": {"channels": [4, 8, 8, 16]}},
-    )
-    settings.update(changes)
-    return settings
-
-
-def _args(root, frames, lists, out, method="vtdl"):
-    return argparse.Namespace(
-        method=method,
-        backbone="small3d",
-        seed=3,
-        dataset="tiny",
-        lists=str(lists),
-        frames=str(frames),
-        out=str(root / out),
-        threads=1,
-    )
 
 
 def _weights(path):
@@ -56,7 +21,7 @@ def _weights(path):
 
 def test_pretrain_writes_encoder_summary_and_logs_to_mlflow(tiny_set):
     root, frames, lists = tiny_set
-    summary = pretrain_stage.pretrain(_args(root, frames, lists, "a"), _settings())
+    summary = pretrain_stage.pretrain(pretrain_args(root, frames, lists, "a"), tiny_settings())
     out = root / "a"
     backbone, record = load_encoder(out / "encoder.pt")
     assert record["source"]["method"] == "vtdl" and record["source"]["stage"] == "pretrain"
@@ -89,8 +54,8 @@ def test_pretrain_writes_encoder_summary_and_logs_to_mlflow(tiny_set):
 
 def test_same_seed_gives_the_same_weights(tiny_set):
     root, frames, lists = tiny_set
-    pretrain_stage.pretrain(_args(root, frames, lists, "a"), _settings(epochs=1))
-    pretrain_stage.pretrain(_args(root, frames, lists, "b"), _settings(epochs=1))
+    pretrain_stage.pretrain(pretrain_args(root, frames, lists, "a"), tiny_settings(epochs=1))
+    pretrain_stage.pretrain(pretrain_args(root, frames, lists, "b"), tiny_settings(epochs=1))
     a, b = _weights(root / "a" / "encoder.pt"), _weights(root / "b" / "encoder.pt")
     assert all(torch.equal(a[k], b[k]) for k in a)
 
@@ -101,23 +66,16 @@ def test_interrupted_then_resumed_run_matches_an_uninterrupted_one(
 ):
     root, frames, lists = tiny_set
     # 12 videos: the queue must stay below 12 - (batch 4 x grad_accum) keys.
-    settings = _settings(grad_accum=grad_accum, queue_size=6 if grad_accum == 1 else 3)
-    pretrain_stage.pretrain(_args(root, frames, lists, "whole"), settings)
+    settings = tiny_settings(grad_accum=grad_accum, queue_size=6 if grad_accum == 1 else 3)
+    pretrain_stage.pretrain(pretrain_args(root, frames, lists, "whole"), settings)
 
-    original = pretrain_stage._Job.train_epoch
-
-    def killed_in_epoch_three(self, run):
-        if self.epoch == 2:
-            raise KeyboardInterrupt
-        return original(self, run)
-
-    monkeypatch.setattr(pretrain_stage._Job, "train_epoch", killed_in_epoch_three)
+    lift = interrupt_at_epoch(monkeypatch, 2)
     with pytest.raises(KeyboardInterrupt):
-        pretrain_stage.pretrain(_args(root, frames, lists, "split"), settings)
+        pretrain_stage.pretrain(pretrain_args(root, frames, lists, "split"), settings)
     assert load_checkpoint(root / "split" / "checkpoint.pt")["epoch"] == 2
     assert not (root / "split" / "encoder.pt").exists()
-    monkeypatch.setattr(pretrain_stage._Job, "train_epoch", original)
-    pretrain_stage.pretrain(_args(root, frames, lists, "split"), settings)
+    lift()
+    pretrain_stage.pretrain(pretrain_args(root, frames, lists, "split"), settings)
 
     whole, resumed = (
         _weights(root / "whole" / "encoder.pt"),
@@ -134,9 +92,11 @@ def test_interrupted_then_resumed_run_matches_an_uninterrupted_one(
 
 def test_changed_parameters_start_afresh_instead_of_resuming(tiny_set):
     root, frames, lists = tiny_set
-    pretrain_stage.pretrain(_args(root, frames, lists, "a"), _settings(epochs=1))
+    pretrain_stage.pretrain(pretrain_args(root, frames, lists, "a"), tiny_settings(epochs=1))
     first = _weights(root / "a" / "encoder.pt")
-    pretrain_stage.pretrain(_args(root, frames, lists, "a"), _settings(epochs=1, lr=0.01))
+    pretrain_stage.pretrain(
+        pretrain_args(root, frames, lists, "a"), tiny_settings(epochs=1, lr=0.01)
+    )
     second = _weights(root / "a" / "encoder.pt")
     assert not all(torch.equal(first[k], second[k]) for k in first)
 
@@ -145,7 +105,7 @@ def test_changed_parameters_start_afresh_instead_of_resuming(tiny_set):
 def test_other_methods_train(tiny_set, method):
     root, frames, lists = tiny_set
     summary = pretrain_stage.pretrain(
-        _args(root, frames, lists, method, method=method), _settings(epochs=1)
+        pretrain_args(root, frames, lists, method, method=method), tiny_settings(epochs=1)
     )
     assert load_encoder(root / method / "encoder.pt")[1]["source"]["method"] == method
     metrics = summary["metrics"]
@@ -158,14 +118,16 @@ def test_other_methods_train(tiny_set, method):
 def test_queue_too_large_for_the_data_set_is_refused_with_the_key(tiny_set):
     root, frames, lists = tiny_set
     with pytest.raises(VtdlError, match=r"pretrain\.queue_size: 8 must be below .* \(12 - 4 = 8\)"):
-        pretrain_stage.pretrain(_args(root, frames, lists, "a"), _settings(queue_size=8))
+        pretrain_stage.pretrain(
+            pretrain_args(root, frames, lists, "a"), tiny_settings(queue_size=8)
+        )
 
 
 def test_cli_names_the_bad_settings_key(tiny_set, capsys):
     from vtdl.cli import main
 
     root, frames, lists = tiny_set
-    settings = _settings()
+    settings = tiny_settings()
     settings["tau"] = 0
     code = main(
         ["pretrain", "--method", "vtdl", "--backbone", "small3d", "--seed", "0"]
