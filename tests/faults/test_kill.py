@@ -1,0 +1,168 @@
+"""SIGKILL at random moments: a killed stage leaves no half-written output, and re-running the
+same command finishes with exactly what an uninterrupted run writes.
+
+Each trial starts the real `vtdl` command in its own process, kills it with SIGKILL after a
+delay drawn from the trial's seed (between the end of its start-up and its expected end,
+measured on an uninterrupted reference run), checks what is on disk, re-runs the command and
+compares the outputs with the reference. Killed pretraining resumes from its last checkpoint
+and ends bit-equal on the CPU; its MLflow run is continued, not duplicated.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+from pretrain_jobs import pretrain_argv, tiny_settings
+
+from vtdl import tracking
+from vtdl.checkpoint import load_checkpoint
+
+VTDL = [sys.executable, "-m", "vtdl.cli"]
+TRIALS = (0, 1, 2)
+
+
+def _env(store: Path) -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "MLFLOW_TRACKING_URI": f"sqlite:///{store}"}
+
+
+def _timed_run(command: list[str], store: Path) -> float:
+    start = time.monotonic()
+    done = subprocess.run(command, capture_output=True, text=True, env=_env(store), timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return time.monotonic() - start
+
+
+def _kill_after(command: list[str], store: Path, delay: float) -> int:
+    """Start `command`, SIGKILL it (and its children) after `delay` seconds; its exit code."""
+    process = subprocess.Popen(
+        command, env=_env(store), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        process.wait(timeout=delay)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+    return process.wait()
+
+
+def _delay(seed: int, reference_s: float) -> float:
+    """A moment inside the run: after about the first 40% (imports, set-up), before its end."""
+    return float(np.random.default_rng(seed).uniform(0.4, 0.95) * reference_s)
+
+
+@pytest.fixture(scope="module")
+def pretrain_reference(tmp_path_factory):
+    """The tiny frame set, its settings and an uninterrupted job's outputs and duration."""
+    from vtdl.data.framestore import frame_file_path, write_frames
+
+    root = tmp_path_factory.mktemp("kill-pretrain")
+    rng = np.random.default_rng(0)
+    frames, lists = root / "frames", root / "splits"
+    (lists / "split1").mkdir(parents=True)
+    rows = ["path,label,class,frames"]
+    for v in range(12):
+        rel = f"c{v % 3}/v{v}.avi"
+        count = int(rng.integers(10, 20))
+        write_frames(frame_file_path(frames, rel), rng.integers(0, 255, (count, 20, 24, 3),
+                     dtype=np.uint8), codec="raw")  # fmt: skip
+        rows.append(f"{rel},{v % 3},c{v % 3},{count}")
+    (lists / "split1" / "train.csv").write_text("\n".join(rows) + "\n")
+    settings = tiny_settings(epochs=8)
+    argv = pretrain_argv(root, frames, lists, "reference", settings)
+    seconds = _timed_run([*VTDL, *argv], root / "mlflow.db")
+    return root, frames, lists, settings, seconds
+
+
+@pytest.mark.parametrize("trial", TRIALS)
+def test_killed_pretraining_resumes_to_the_uninterrupted_weights(
+    pretrain_reference, fault, trial, monkeypatch
+):
+    fault("SIGKILL", "pretraining killed at a random moment")
+    root, frames, lists, settings, seconds = pretrain_reference
+    store = root / "mlflow.db"
+    command = [*VTDL, *pretrain_argv(root, frames, lists, f"killed{trial}", settings)]
+    _kill_after(command, store, _delay(trial, seconds))
+    out = root / f"killed{trial}"
+    # Whatever is in place of an output is whole (written to a temporary name, then renamed).
+    if (out / "checkpoint.pt").exists():
+        assert load_checkpoint(out / "checkpoint.pt")["epoch"] >= 1
+    if (out / "encoder.pt").exists():
+        load_checkpoint(out / "encoder.pt")
+    if (out / "summary.json").exists():
+        json.loads((out / "summary.json").read_text())
+    _timed_run(command, store)
+    reference = load_checkpoint(root / "reference" / "checkpoint.pt")
+    resumed = load_checkpoint(out / "checkpoint.pt")
+    assert resumed["epoch"] == reference["epoch"] == settings["epochs"]
+    assert all(torch.equal(reference["model"][k], resumed["model"][k]) for k in reference["model"])
+    summary = json.loads((out / "summary.json").read_text())
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store}")
+    # Continued, not duplicated: the job's finished runs in the store are one.
+    finished = [
+        r
+        for r in tracking.find_runs("tags.stage = 'pretrain'")
+        if r["status"] == "FINISHED"
+        and r["tags"].get("checkpoint_path") == str(out / "checkpoint.pt")
+    ]
+    assert [r["run_id"] for r in finished] == [summary["mlflow_run_id"]]
+
+
+def _write_videos(folder: Path, count: int) -> None:
+    rng = np.random.default_rng(1)
+    folder.mkdir(parents=True)
+    for v in range(count):
+        with av.open(str(folder / f"v_Shard_g{v // 4 + 1:02d}_c{v % 4 + 1:02d}.avi"), "w") as out:
+            stream = out.add_stream("mpeg4", rate=Fraction(25))
+            stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+            for _ in range(40):
+                image = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
+                out.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+            out.mux(stream.encode())
+
+
+@pytest.fixture(scope="module")
+def extract_reference(tmp_path_factory):
+    root = tmp_path_factory.mktemp("kill-extract")
+    _write_videos(root / "videos" / "Shard", 40)
+
+    def command(out: str) -> list[str]:
+        return [*VTDL, "extract", "--format", "ucf101", "--videos", str(root / "videos"),
+                "--out", str(root / out), "--shard", "Shard", "--short-side", "24",
+                "--codec", "jpeg"]  # fmt: skip
+
+    seconds = _timed_run(command("reference"), root / "mlflow.db")
+    return root, command, seconds
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+    }
+
+
+@pytest.mark.parametrize("trial", TRIALS)
+def test_killed_extraction_leaves_no_partial_shard_and_reruns_to_the_same_frames(
+    extract_reference, fault, trial
+):
+    fault("SIGKILL", "extraction killed at a random moment")
+    root, command, seconds = extract_reference
+    out = root / f"killed{trial}"
+    _kill_after(command(f"killed{trial}"), root / "mlflow.db", _delay(trial, seconds))
+    shard = out / "Shard"
+    # The shard is swapped in whole: absent, or complete with its manifest.
+    if shard.exists():
+        assert (shard / "manifest.json").is_file()
+        assert _tree(shard) == _tree(root / "reference" / "Shard")
+    _timed_run(command(f"killed{trial}"), root / "mlflow.db")
+    assert _tree(shard) == _tree(root / "reference" / "Shard")
