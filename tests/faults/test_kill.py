@@ -1,5 +1,6 @@
-"""SIGKILL at random moments: a killed stage leaves no half-written output, and re-running the
-same command finishes with exactly what an uninterrupted run writes.
+"""SIGKILL of extraction, pretraining, fine-tuning and the report at random moments: a killed
+stage leaves no half-written output, and re-running the same command finishes with exactly what
+an uninterrupted run writes.
 
 Each trial starts the real `vtdl` command in its own process, kills it with SIGKILL after a
 delay drawn from the trial's seed (between the end of its start-up and its expected end,
@@ -28,6 +29,7 @@ from pretrain_jobs import pretrain_argv, tiny_settings
 from vtdl import tracking
 from vtdl.checkpoint import load_checkpoint
 
+ROOT = Path(__file__).resolve().parents[2]
 VTDL = [sys.executable, "-m", "vtdl.cli"]
 TRIALS = (0, 1, 2)
 
@@ -166,3 +168,86 @@ def test_killed_extraction_leaves_no_partial_shard_and_reruns_to_the_same_frames
         assert _tree(shard) == _tree(root / "reference" / "Shard")
     _timed_run(command(f"killed{trial}"), root / "mlflow.db")
     assert _tree(shard) == _tree(root / "reference" / "Shard")
+
+
+@pytest.fixture(scope="module")
+def finetune_reference(tmp_path_factory):
+    """A labelled 3-class split (4 train + 2 test videos each) and an uninterrupted scratch
+    fine-tune of it; then a copy of its MLflow store for the report trials."""
+    from vtdl.config import load_settings
+    from vtdl.data.framestore import frame_file_path, write_frames
+
+    root = tmp_path_factory.mktemp("kill-finetune")
+    rng = np.random.default_rng(2)
+    frames, lists = root / "frames", root / "splits"
+    (lists / "split1").mkdir(parents=True)
+    rows = {"train": ["path,label,class,frames"], "test": ["path,label,class,frames"]}
+    for label in range(3):
+        for i in range(6):
+            rel = f"c{label}/v{i}.avi"
+            video = rng.integers(0, 255, (12, 18, 22, 3), dtype=np.uint8)
+            write_frames(frame_file_path(frames, rel), video, codec="raw")
+            rows["train" if i < 4 else "test"].append(f"{rel},{label},c{label},12")
+    for which, lines in rows.items():
+        (lists / "split1" / f"{which}.csv").write_text("\n".join(lines) + "\n")
+    (lists / "classes.csv").write_text("label,class\n0,c0\n1,c1\n2,c2\n")
+    settings = load_settings(str(ROOT / "params.yaml"), "downstream")
+    settings.update(
+        labels_per_class=3, clip_len=4, stride=2, crop_size=16, resize_short=18, test_clips=3,
+        batch_size=4, eval_batch_size=4, num_workers=0, device="cpu",
+    )  # fmt: skip
+    settings["finetune"] = {**settings["finetune"], "epochs": 10, "checkpoint_every": 1}
+
+    def command(out: str) -> list[str]:
+        return [*VTDL, "finetune", "--encoder", "none", "--backbone", "small3d",
+                "--backbone-options", json.dumps({"channels": [4, 8, 8, 16]}), "--seed", "5",
+                "--dataset", "tinyset", "--split", "1", "--lists", str(lists), "--frames",
+                str(frames), "--out", str(root / f"{out}.json"), "--settings",
+                json.dumps(settings), "--save-model", str(root / f"{out}.pt"),
+                "--threads", "1"]  # fmt: skip
+
+    seconds = _timed_run(command("reference"), root / "mlflow.db")
+    (root / "report.db").write_bytes((root / "mlflow.db").read_bytes())
+    return root, command, seconds
+
+
+@pytest.mark.parametrize("trial", TRIALS)
+def test_killed_finetuning_resumes_to_the_uninterrupted_result(finetune_reference, fault, trial):
+    fault("SIGKILL", "fine-tuning killed at a random moment")
+    root, command, seconds = finetune_reference
+    _kill_after(command(f"killed{trial}"), root / "mlflow.db", _delay(trial, seconds))
+    result = root / f"killed{trial}.json"
+    if result.exists():  # killed after the end: the result is whole
+        json.loads(result.read_text())
+    _timed_run(command(f"killed{trial}"), root / "mlflow.db")
+    reference = json.loads((root / "reference.json").read_text())
+    assert json.loads(result.read_text())["metrics"] == reference["metrics"]
+    a = load_checkpoint(root / "reference.pt")["model"]
+    b = load_checkpoint(root / f"killed{trial}.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not (root / f"killed{trial}.ckpt").exists()  # the resume checkpoint goes once done
+
+
+@pytest.mark.parametrize("trial", TRIALS)
+def test_a_killed_report_leaves_whole_tables_and_reruns_to_the_same(
+    finetune_reference, fault, trial
+):
+    fault("SIGKILL", "report killed at a random moment")
+    root, _, _ = finetune_reference
+    store = root / "report.db"
+
+    def report(out: str) -> list[str]:
+        return [*VTDL, "report", "--out", str(root / out), "--data", str(root / "no-data")]
+
+    if not (root / "report-reference").exists():
+        _timed_run(report("report-reference"), store)
+    expected = _tree(root / "report-reference" / "tables")
+    start = time.monotonic()
+    _timed_run(report("report-timing"), store)
+    _kill_after(report(f"report{trial}"), store, _delay(trial, time.monotonic() - start))
+    tables = root / f"report{trial}" / "tables"
+    if tables.exists():  # every table there is whole: written to a temporary name, renamed
+        for name, data in _tree(tables).items():
+            assert name.startswith(".") or data == expected[name], name
+    _timed_run(report(f"report{trial}"), store)
+    assert {k: v for k, v in _tree(tables).items() if not k.startswith(".")} == expected
