@@ -132,3 +132,23 @@ class _Stage:
     @staticmethod
     def add_arguments(parser):
         parser.add_argument("--out", default="results")
+
+
+# The stages that run no network load neither torch nor MLflow: each Snakemake job pays its
+# own imports (README "Where the 2-core budget goes").
+LIGHT_STAGES = {
+    "vtdl.data.synth": ("torch", "mlflow"),
+    "vtdl.data.extract": ("torch", "mlflow"),
+    "vtdl.data.splits": ("torch", "mlflow"),
+    "vtdl.downstream.linear": ("torch",),
+    "vtdl.downstream.retrieval": ("torch",),
+    "vtdl.report": ("torch",),
+}
+
+
+@pytest.mark.parametrize("module", sorted(LIGHT_STAGES))
+def test_light_stages_start_without_heavy_imports(module):
+    heavy = LIGHT_STAGES[module]
+    probe = f"import sys, {module}; print(sorted(m for m in {heavy!r} if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]", f"{module} imports {done.stdout.strip()}"
