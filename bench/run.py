@@ -63,17 +63,28 @@ def timed(command: list[str], cwd: Path, env: dict[str, str] | None = None) -> f
     return time.perf_counter() - start
 
 
+# A small launcher between this (large) process and the measured one: a child forked from here
+# would start with this process's resident pages, and the kernel's peak-RSS figure keeps them
+# across exec. The launcher execs afresh, forks a small child that execs the command, and
+# prints the child's own peak (ru_maxrss, KiB on Linux).
+_RSS_LAUNCHER = """
+import json, os, sys
+pid = os.fork()
+if pid == 0:
+    os.execvp(sys.argv[1], sys.argv[1:])
+_, status, usage = os.wait4(pid, 0)
+print(json.dumps({"exit": os.waitstatus_to_exitcode(status), "maxrss_kib": usage.ru_maxrss}))
+"""
+
+
 def peak_rss_mb(command: list[str], cwd: Path, env: dict[str, str]) -> float:
-    """Run `command` to completion; its peak resident set size (the child's own rusage)."""
-    process = subprocess.Popen(
-        command, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    _, status, usage = os.wait4(process.pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(
-            f"{shlex.join(command)} failed: {process.stderr.read().decode()[-2000:]}"
-        )
-    return usage.ru_maxrss / 1024  # KiB on Linux
+    """Run `command` to completion; its own peak resident set size in MB."""
+    done = subprocess.run([sys.executable, "-c", _RSS_LAUNCHER, *command], cwd=cwd, env=env,
+                          capture_output=True, text=True)  # fmt: skip
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    if report["exit"] != 0:
+        raise RuntimeError(f"{shlex.join(command)} failed: {done.stderr[-2000:]}")
+    return report["maxrss_kib"] / 1024
 
 
 def machine() -> dict[str, Any]:
@@ -316,7 +327,8 @@ def table(results: dict[str, Any]) -> str:
     lines = [
         f"Measured {results['date']} on {results['machine']['cpu']} "
         f"({results['machine']['cores']} cores, GPU: {results['machine']['gpu'] or 'none'}), "
-        f"commit {results['commit'][:12]}, `{results['command']}`.",
+        f"commit {results['commit'][:12]}{'+changes' if results['commit'].endswith('+changes') else ''}, "
+        f"`{results['command']}`.",
         "",
         "| figure | value | goal |",
         "|:---|---:|:---|",
