@@ -322,12 +322,17 @@ FIGURES: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
 }
 
 
+def short_commit(commit: str) -> str:
+    """The first 12 hex digits, and "+changes" when the checkout had uncommitted changes."""
+    return commit[:12] + ("+changes" if commit.endswith("+changes") else "")
+
+
 def table(results: dict[str, Any]) -> str:
     f = results["figures"]
     lines = [
         f"Measured {results['date']} on {results['machine']['cpu']} "
         f"({results['machine']['cores']} cores, GPU: {results['machine']['gpu'] or 'none'}), "
-        f"commit {results['commit'][:12]}{'+changes' if results['commit'].endswith('+changes') else ''}, "
+        f"commit {short_commit(results['commit'])}, "
         f"`{results['command']}`.",
         "",
         "| figure | value | goal |",
