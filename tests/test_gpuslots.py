@@ -100,3 +100,22 @@ def test_waiting_for_a_busy_machine_can_time_out_with_a_clear_error(machine, tmp
     (tmp_path / "stop").touch()
     for job, _ in jobs:
         job.wait(timeout=30)
+
+
+def test_several_gpus_for_a_stage_that_cannot_run_data_parallel_is_one_clear_error(
+    tmp_path, monkeypatch, capsys
+):
+    from vtdl.cli import main
+
+    monkeypatch.setenv("VTDL_GPU_DEVICES", "0,1")
+    monkeypatch.setenv("VTDL_GPU_LOCK_DIR", str(tmp_path / "locks"))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # hold() sets it; restored afterwards
+    argv = ["features", "--gpus", "2", "--encoder", "none", "--backbone", "small3d", "--seed",
+            "0", "--dataset", "x", "--split", "1", "--lists", str(tmp_path), "--frames",
+            str(tmp_path), "--out", str(tmp_path / "f.npz")]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "vtdl features: error: --gpus 2: only pretrain and finetune run on several GPUs; "
+        "give `vtdl features` --gpus 1"
+    ]

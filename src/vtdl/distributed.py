@@ -6,7 +6,7 @@ MASTER_PORT). `vtdl --gpus N` on a machine with N free GPUs launches exactly tha
 Without torchrun every function here is the single-process identity, so the stages call them
 unconditionally.
 
-What "the same training" means across world sizes (docs/method.md §10):
+What "the same training" means across world sizes (docs/method.md §6):
 - `batch_size` is the *global* batch: each of the N ranks takes a contiguous 1/N of every
   step's batch (`EpochShuffle`), so the concatenation of the ranks' micro-batches, in rank
   order, is the single-process batch, and the learning rate keeps its meaning.
@@ -48,6 +48,11 @@ class Place:
     def is_distributed(self) -> bool:
         return self.world_size > 1
 
+    def say(self, *args: object, **kwargs: object) -> None:
+        """`print` on rank 0; the other ranks stay quiet (one log per job)."""
+        if self.is_main:
+            print(*args, **kwargs)  # type: ignore[call-overload]
+
 
 def _env_int(name: str, default: int) -> int:
     value = os.environ.get(name, "")
@@ -57,11 +62,6 @@ def _env_int(name: str, default: int) -> int:
         raise VtdlError(
             f"environment variable {name}: expected an integer, got {value!r}"
         ) from None
-
-
-def launched_by_torchrun() -> bool:
-    """True inside a process that torchrun (or another launcher setting WORLD_SIZE) started."""
-    return _env_int("WORLD_SIZE", 1) > 1
 
 
 def place() -> Place:
@@ -163,11 +163,6 @@ def check_identical(tensor: Tensor, what: str) -> None:
     differing = [r for r in range(1, len(gathered)) if not torch.equal(gathered[r], gathered[0])]
     if differing:
         raise VtdlError(f"{what} differs between rank 0 and rank(s) {differing}")
-
-
-def barrier() -> None:
-    if active():
-        dist.barrier()
 
 
 def wrap(model: nn.Module, device: torch.device) -> nn.Module:

@@ -343,8 +343,7 @@ def pretrain(args: argparse.Namespace, settings: dict) -> dict[str, Any]:
 
 
 def _train(job: _Job, args: argparse.Namespace, settings: dict) -> dict[str, Any]:
-    main = job.place.is_main
-    say = print if main else (lambda *_, **__: None)
+    main, say = job.place.is_main, job.place.say
     if job.resume():
         say(f"resuming from {job.out / 'checkpoint.pt'} at epoch {job.epoch}", flush=True)
     epochs = settings["epochs"]

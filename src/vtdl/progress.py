@@ -33,7 +33,8 @@ def _announce_first(items: Iterable[T]) -> Iterator[T]:
 
 
 def _is_main_rank() -> bool:
-    """False in data-parallel ranks other than 0 (torchrun's RANK), which stay quiet."""
+    """False in data-parallel ranks other than 0, which stay quiet. Read from torchrun's RANK
+    variable rather than vtdl.distributed: this module must not import torch."""
     return os.environ.get("RANK", "0") in ("", "0")
 
 

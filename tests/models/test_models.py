@@ -245,6 +245,16 @@ def test_small3d_with_projection_head_matches_the_pilot_size():
     assert round(total / 1000) == 309
 
 
+def test_small3d_group_norm_is_per_clip_and_an_unknown_norm_is_refused():
+    backbone = build_backbone("small3d", channels=[4, 8, 8, 16], norm="group").eval()
+    assert not any(isinstance(m, torch.nn.BatchNorm3d) for m in backbone.modules())
+    clips = torch.randn(4, 3, 4, 16, 16)
+    with torch.no_grad():  # per-clip statistics: a clip's features ignore the rest of the batch
+        torch.testing.assert_close(backbone.train()(clips)[:2], backbone(clips[:2]))
+    with pytest.raises(VtdlError, match="backbone 'small3d' option norm: 'batch' or 'group'"):
+        build_backbone("small3d", norm="layer")
+
+
 def test_small3d_width_and_channels_options():
     half = _meta_backbone("small3d", width=0.5)
     assert half.feature_dim == 64

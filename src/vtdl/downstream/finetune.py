@@ -205,7 +205,7 @@ def _finetune(args: argparse.Namespace) -> dict[str, Any]:
     job = common.prepare_job(args, PROTOCOL)
     place, device = distributed.init(job.runtime.device)
     job.runtime = dataclasses.replace(job.runtime, device=device)
-    say = print if place.is_main else (lambda *_, **__: None)
+    say = place.say
     recipe = resolve_recipe(job.settings[PROTOCOL], args.format)
     job.settings = {**job.settings, PROTOCOL: recipe}
     trainer = _Trainer(job, recipe, place)
