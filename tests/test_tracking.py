@@ -473,6 +473,36 @@ def test_dataset_inputs_are_logged_once_even_when_a_run_is_resumed(store: Path, 
     assert [(t.key, t.value) for t in entry.tags] == [("mlflow.data.context", "training")]
 
 
+def test_a_dataset_row_inserted_by_a_concurrent_job_is_reused(
+    store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """On a tracking server two jobs logging the same list race for its dataset row; the loser
+    gets a unique-key violation, and logging again links the row the winner inserted."""
+    from mlflow.exceptions import MlflowException
+
+    listing = tmp_path / "train.csv"
+    listing.write_text("a.avi,0\n")
+    digest = hashlib.sha256(listing.read_bytes()).hexdigest()
+    with start_run("pretrain", {"x": 1}, {"scenario": "race"}) as run:
+        real, calls = run._client.log_inputs, []
+
+        def lost_the_race(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == 1:
+                raise MlflowException('duplicate key value violates unique constraint "dataset_pk"')
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(run._client, "log_inputs", lost_the_race)
+        run.log_dataset("tinyset/split1/train", listing, digest, "training")
+        assert len(calls) == 2
+        monkeypatch.setattr(run._client, "log_inputs", lambda *a, **k: (_ for _ in ()).throw(
+            MlflowException("permission denied")))  # fmt: skip
+        with pytest.raises(MlflowException, match="permission denied"):  # not a race: raised
+            run.log_dataset("tinyset/split1/test", listing, digest, "evaluation")
+    (entry,) = _client().get_run(run.run_id).inputs.dataset_inputs
+    assert entry.dataset.name == "tinyset/split1/train"
+
+
 def test_nested_runs_and_system_metrics(store: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(tracking, "SYSTEM_METRICS_INTERVAL_S", 0.2)
     with start_run("pretrain", {}, {"scenario": "system"}, system_metrics=True) as parent:

@@ -423,6 +423,11 @@ def _is_lock_error(err: BaseException) -> bool:
     return "database is locked" in text or "database table is locked" in text
 
 
+def _is_duplicate_key(err: BaseException) -> bool:
+    text = str(err).lower()
+    return "unique constraint" in text or "duplicate key" in text
+
+
 def _retry(fn: Any, *args: Any, **kwargs: Any) -> Any:
     """Call `fn`, retrying a few times when sqlite reports a lost race for its lock."""
     import sqlalchemy.exc
@@ -608,7 +613,17 @@ class Run:
             source=json.dumps({"uri": str(path)}),
         )
         entry = DatasetInput(dataset, tags=[InputTag("mlflow.data.context", context)])
-        _retry(self._client.log_inputs, self.run_id, datasets=[entry])
+        from mlflow.exceptions import MlflowException
+
+        try:
+            _retry(self._client.log_inputs, self.run_id, datasets=[entry])
+        except MlflowException as err:
+            if not _is_duplicate_key(err):
+                raise
+            # Two jobs logged the same list at once: the other inserted its dataset row between
+            # this call's look-up and insert (seen on a tracking server on PostgreSQL). The row
+            # exists now, so the second call links it to this run.
+            _retry(self._client.log_inputs, self.run_id, datasets=[entry])
 
 
 class SilentRun:
