@@ -130,7 +130,7 @@ def main() -> None:
 
     if args.method == "scratch":  # the baseline: the seeded random initialisation
         from vtdl.models import build_backbone
-        from vtdl.runtime import seed_everything
+        from vtdl.seeds import seed_everything
 
         seed_everything(args.seed)
         backbone = build_backbone(settings["backbones"][0])

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from vtdl import distributed, tracking
+from vtdl import distributed, seeds, tracking
 from vtdl.augment import JITTER_OPS, ClipAugment, temporal_consistent_augmentation
 from vtdl.checkpoint import (
     load_resumable,
@@ -55,7 +55,6 @@ from vtdl.runtime import (
     add_resource_arguments,
     build_optimizer,
     lr_at,
-    seed_everything,
     select_runtime,
     set_lr,
 )
@@ -78,7 +77,7 @@ def build_model(
     method: str, backbone_name: str, settings: dict, num_classes: int, seed: int
 ) -> nn.Module:
     """The model a job trains, initialised from `seed` alone."""
-    seed_everything(seed)
+    seeds.seed_everything(seed)
     backbone = build_backbone(backbone_name, **backbone_options(settings, backbone_name))
     if method == SUPERVISED:
         return BackboneWithHead(backbone, ClassifierHead(backbone.feature_dim, num_classes))
@@ -89,14 +88,9 @@ def build_model(
         momentum=settings["ema"],
         tau=settings["tau"],
         use_negative=method_spec(method).temporal_negative,
-        generator=torch.Generator().manual_seed(seed),
+        generator=seeds.torch_generator(seed, seeds.QUEUE),
         bn_splits=settings["bn_splits"],
     )
-
-
-def _step_generator(seed: int, step: int) -> torch.Generator:
-    """TCA's randomness for one optimizer step: a function of (seed, step), nothing to save."""
-    return torch.Generator().manual_seed(seed * 1_000_003 + step)
 
 
 class _Job:
@@ -248,7 +242,7 @@ class _Job:
                 anchor = temporal_consistent_augmentation(
                     anchor,
                     self.settings["tca_alpha"],
-                    _step_generator(self.seed, step),
+                    seeds.torch_generator(self.seed, seeds.TCA_STEP, step),
                     global_batch=self.settings["batch_size"],
                     offset=self.place.rank * self.share,
                 )

@@ -1,4 +1,4 @@
-"""Where and how training runs: device, mixed precision, seeding, learning-rate schedules.
+"""Where and how training runs: device, mixed precision, learning-rate schedules.
 
 One place for these choices so pretraining and every downstream stage behave alike: CUDA when
 present (bf16 autocast where the GPU supports it, else fp16 with a grad scaler), deterministic
@@ -10,11 +10,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
-import random
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from vtdl.errors import VtdlError
@@ -71,13 +69,6 @@ def select_runtime(device: str = "auto", amp: str = "auto", channels_last: bool 
     else:
         amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
     return Runtime(dev, amp_dtype, channels_last and dev.type == "cuda")
-
-
-def seed_everything(seed: int) -> None:
-    """Seed every global RNG; on the CPU this makes a run bit-for-bit repeatable."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def lr_at(

@@ -202,6 +202,7 @@ def test_persistent_workers_draw_the_epoch_the_sampler_names(tmp_path):
     epoch's order is the seeded permutation of (seed, epoch)."""
     from torch.utils.data import DataLoader
 
+    from vtdl import seeds
     from vtdl.data.triplets import EpochShuffle, TripletDataset
 
     list_file, root = _make_videos(tmp_path, [30, 24, 40, 33])
@@ -214,7 +215,7 @@ def test_persistent_workers_draw_the_epoch_the_sampler_names(tmp_path):
         sampler.epoch = epoch
         got = [batch["anchor"] for batch in persistent]
         dataset.set_epoch(epoch)
-        order = torch.randperm(4, generator=torch.Generator().manual_seed(3 * 100_003 + epoch))
+        order = torch.randperm(4, generator=seeds.torch_generator(3, seeds.EPOCH_ORDER, epoch))
         expected = [dataset[int(i)]["anchor"] for i in order]
         assert torch.equal(torch.cat(got), torch.stack(expected))
     assert [epoch for epoch, _ in EpochShuffle(4, 3)] == [0, 0, 0, 0]  # epoch 0 until set

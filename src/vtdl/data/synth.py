@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vtdl import seeds
 from vtdl.data.video import write_video
 from vtdl.errors import VtdlError
 from vtdl.fsutil import atomic_write_text
@@ -702,7 +703,7 @@ def _plan_hmdb(classes: list[str], per_class: int, seed: int) -> list[_Video]:
     """HMDB-like names `synth<source>_<class>_<tags>_<k>.avi`; a source has 1-3 clips."""
     videos = []
     for index, name in enumerate(classes):
-        rng = np.random.default_rng([seed, _FORMAT_TAG["hmdb51"], 1, index])
+        rng = seeds.numpy_rng(seed, _FORMAT_TAG["hmdb51"], 1, index)
         video_index, source = 0, index * per_class  # sources of a class never collide
         while video_index < per_class:
             tags = "_".join(str(options[int(rng.integers(len(options)))]) for options in _HMDB_TAGS)
@@ -731,7 +732,7 @@ def _hmdb_split_texts(
     for index, name in enumerate(classes):
         names = sorted(Path(v.rel_path).name for v in videos if v.class_name == name)
         for split in (1, 2, 3):
-            rng = np.random.default_rng([seed, _FORMAT_TAG["hmdb51"], 2, split, index])
+            rng = seeds.numpy_rng(seed, _FORMAT_TAG["hmdb51"], 2, split, index)
             codes = np.zeros(len(names), dtype=np.int64)
             order = rng.permutation(len(names))
             codes[order[:train]] = 1
@@ -848,9 +849,7 @@ def generate(
         split_texts = _hmdb_split_texts(classes, videos, videos_per_class, seed)
     _refuse_foreign_files(videos_dir, splits_dir, videos, list(split_texts))
     for video in progress(videos, desc=f"synth {fmt}", total=len(videos), unit="video"):
-        rng = np.random.default_rng(
-            [seed, _FORMAT_TAG[fmt], 0, video.class_index, video.video_index]
-        )
+        rng = seeds.numpy_rng(seed, _FORMAT_TAG[fmt], 0, video.class_index, video.video_index)
         num_frames = int(rng.integers(frames_min, frames_max + 1))
         frames = render_video(video.class_name, rng, num_frames, height, width)
         write_video(videos_dir / video.rel_path, frames, fps=fps)

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from vtdl import seeds
 from vtdl.data.clips import ClipDataset, clip_indices, clip_span
 from vtdl.distributed import share_of_batches
 from vtdl.errors import VtdlError
@@ -204,7 +205,7 @@ class EpochShuffle(torch.utils.data.Sampler):
         return self.size // self.batch_size * self.share
 
     def __iter__(self):
-        order = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        order = seeds.torch_generator(self.seed, seeds.EPOCH_ORDER, self.epoch)
         epoch = self.epoch
         indices = torch.randperm(self.size, generator=order).tolist()
         if self.world_size > 1:
@@ -271,7 +272,7 @@ class TripletDataset(Dataset):
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
         epoch, index = key if isinstance(key, tuple) else (self.epoch, key)
         entry = self.clips.entries[index]
-        rng = np.random.default_rng([self.seed, epoch, index])
+        rng = seeds.numpy_rng(self.seed, seeds.ITEM, epoch, index)
         generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
         with self.clips._open(entry) as frames:
             anchor, negative = sample_triplet(

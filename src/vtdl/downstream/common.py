@@ -35,7 +35,8 @@ from vtdl.errors import VtdlError
 from vtdl.fsutil import sha256_file
 from vtdl.models import build_backbone, global_average_pool
 from vtdl.names import METHODS, SCRATCH
-from vtdl.runtime import Runtime, add_resource_arguments, seed_everything, select_runtime
+from vtdl.runtime import Runtime, add_resource_arguments, select_runtime
+from vtdl.seeds import seed_everything
 
 __all__ = [
     "Job",

@@ -29,7 +29,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
@@ -40,7 +39,8 @@ from vtdl.downstream import common, evaluate
 from vtdl.errors import VtdlError
 from vtdl.models import BackboneWithHead, build_classifier_head
 from vtdl.progress import progress
-from vtdl.runtime import build_optimizer, lr_at, seed_everything, set_lr
+from vtdl.runtime import build_optimizer, lr_at, set_lr
+from vtdl.seeds import FINETUNE_EPOCH, derive, seed_everything, torch_generator
 
 PROTOCOL = "finetune"
 
@@ -72,11 +72,6 @@ def resolve_recipe(finetune: dict[str, Any], data_format: str | None) -> dict[st
             )
         return {**finetune, **ORIGINAL_RECIPE, "lr": ORIGINAL_LR[data_format]}
     raise VtdlError(f"downstream.finetune.preset: unknown preset {preset!r} (none, original)")
-
-
-def epoch_seed(seed: int, epoch: int) -> int:
-    """The seed of one epoch's randomness: a function of (seed, epoch), nothing to save."""
-    return int(np.random.SeedSequence([seed, epoch, 0x46494E45]).generate_state(1)[0])
 
 
 class _Trainer:
@@ -141,11 +136,11 @@ def train_one_epoch(trainer: _Trainer) -> dict[str, float]:
         recipe["warmup_epochs"],
     )
     set_lr(trainer.optimizer, lr)
-    seed = epoch_seed(job.seed, epoch)
     # Clips, augmentation (num_workers=0) and dropout of this epoch; each rank its own stream.
-    torch.manual_seed(seed + trainer.place.rank)
+    torch.manual_seed(derive(job.seed, FINETUNE_EPOCH, epoch, trainer.place.rank))
     workers = job.settings["num_workers"]
-    order = torch.Generator().manual_seed(seed)  # the order, and the workers' seeds
+    # The order (the same on every rank) and the workers' seeds.
+    order = torch_generator(job.seed, FINETUNE_EPOCH, epoch)
     if trainer.place.is_distributed:  # this rank's share of each global batch
         shares = distributed.share_of_batches(
             torch.randperm(len(trainer.dataset), generator=order).tolist(),

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from vtdl import tracking
+from vtdl import seeds, tracking
 from vtdl.config import load_settings
 from vtdl.errors import VtdlError
 from vtdl.figures import draw_confusion
@@ -84,7 +84,7 @@ def labelled_subset(labels: Sequence[int], labels_per_class: int, seed: int) -> 
         if labels_per_class == 0 or len(indices) <= labels_per_class:
             chosen.extend(indices)
             continue
-        rng = np.random.default_rng([seed, label])
+        rng = seeds.numpy_rng(seed, seeds.LABELLED, label)
         picked = rng.choice(len(indices), size=labels_per_class, replace=False)
         chosen.extend(indices[i] for i in picked)
     return sorted(chosen)
