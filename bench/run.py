@@ -11,6 +11,14 @@ whose prerequisite is missing are recorded as null with the reason. Asserts noth
 Figures (README "Benchmarks"):
   noop_rerun_s          `make reproduce` with everything up to date (median of 5), next to
                         `snakemake_floor_s`, a one-rule Snakemake workflow doing nothing
+  loader_vs_source_decode
+                        augmented 16x112^2 clips (stride 4) per second from the frame store
+                        (JPEG q90, short side 128) / the same clips decoded from UCF101-like
+                        source videos with PyAV, same augmentation, one process; also clips
+                        per CPU-second of each (per core: PyAV's decode threads counted)
+  extract_vs_decode_only
+                        frames/s of `vtdl extract` (params.yaml's codec; JPEG q90 as well) /
+                        frames/s of a bare PyAV decode of the same videos that keeps nothing
   pretrain_efficiency   clips/s of the real `vtdl pretrain` loop (loading, augmentation, TCA,
                         both encoders, queue, MLflow logging) / clips/s of the same model's
                         forward, backward and step on clips already in memory, same threads
@@ -26,12 +34,13 @@ import json
 import os
 import platform
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -143,18 +152,58 @@ def write_frame_set(
     return frames_root, lists
 
 
+def write_avi(path: Path, frames: Iterator[np.ndarray], gop: int = 12) -> None:
+    """An mpeg4 .avi at 25 fps (quantiser 4) with at most `gop` frames between key frames."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), mode="w") as container:
+        stream = None
+        for frame in frames:
+            if stream is None:
+                stream = container.add_stream("mpeg4", rate=Fraction(25))
+                stream.height, stream.width = frame.shape[:2]
+                stream.pix_fmt = "yuv420p"
+                stream.codec_context.gop_size = gop
+                stream.codec_context.qmin = stream.codec_context.qmax = 4
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+
+
 def write_tiny_videos(folder: Path, videos: int, frames: int = 24) -> None:
-    """`videos` small mpeg4 .avi files (64x48) in one UCF101-style class folder."""
+    """`videos` small mpeg4 .avi files (64x48 noise) in one UCF101-style class folder."""
     rng = np.random.default_rng(0)
-    folder.mkdir(parents=True, exist_ok=True)
     for v in range(videos):
-        with av.open(str(folder / f"v_Bench_g{v // 4 + 1:02d}_c{v % 4 + 1:02d}.avi"), "w") as out:
-            stream = out.add_stream("mpeg4", rate=Fraction(25))
-            stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
-            for _ in range(frames):
-                image = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
-                out.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
-            out.mux(stream.encode())
+        noise = (rng.integers(0, 255, (48, 64, 3), dtype=np.uint8) for _ in range(frames))
+        write_avi(folder / f"v_Bench_g{v // 4 + 1:02d}_c{v % 4 + 1:02d}.avi", noise)
+
+
+def make_source_videos(
+    root: Path, videos: int, frames: int = 150, width: int = 320, height: int = 240
+) -> list[Path]:
+    """UCF101-like videos under root/Bench/: a textured background panning, a moving block.
+
+    Key frames at most 300 frames apart, xvid's default maximum interval (x264's is 250):
+    UCF101 and HMDB51 are xvid/divx .avi files and Kinetics clips x264 .mp4, so a few-second
+    clip usually has a single key frame and a seek has to decode from the start.
+    """
+    rng = np.random.default_rng(0)
+    paths = []
+    for v in range(videos):
+        # Low-frequency texture (upsampled noise) so the codec has realistic work to do.
+        coarse = rng.integers(0, 256, (height // 8 + 2, width // 8 + 2, 3), dtype=np.uint8)
+        texture = np.repeat(np.repeat(coarse, 8, 0), 8, 1)
+        dx, dy = (int(d) for d in rng.integers(-3, 4, 2))
+
+        def video(texture: np.ndarray = texture, dx: int = dx, dy: int = dy) -> Iterator:
+            for t in range(frames):
+                frame = np.roll(texture, (t * dy, t * dx), axis=(0, 1))[:height, :width].copy()
+                x = (t * 4) % (width - 40)
+                frame[height // 3 : height // 3 + 40, x : x + 40] = (255, 40, 40)
+                yield frame
+
+        path = root / "Bench" / f"v_Bench_g{v // 4 + 1:02d}_c{v % 4 + 1:02d}.avi"
+        write_avi(path, video(), gop=300)
+        paths.append(path)
+    return paths
 
 
 def pretrain_settings(**changes: Any) -> dict[str, Any]:
@@ -282,6 +331,165 @@ def pretrain_efficiency() -> dict[str, Any]:
     }
 
 
+# Source videos of the loader and extraction figures: UCF101-like 320x240 mpeg4, extracted to
+# the paper's short side 128 (16x112^2 clips at stride 4 are cut from it).
+SOURCE_VIDEOS, SOURCE_SHORT_SIDE = 16, 128
+
+
+class SourceClipDataset:
+    """The loader's baseline: each clip decoded from its source video with PyAV (seek to the
+    key frame before the clip, decode to its last frame, resize like extraction)."""
+
+    def __init__(self, videos: list[tuple[Path, int]], clip_len: int, stride: int, transform):
+        self.videos, self.clip_len, self.stride = videos, clip_len, stride
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        import torch
+
+        from vtdl.data.clips import clip_indices, clip_span
+        from vtdl.data.extract import _DecodedFrames, _open_video
+
+        path, num_frames = self.videos[index]
+        last_start = max(num_frames - clip_span(self.clip_len, self.stride), 0)
+        start = int(torch.randint(last_start + 1, ()))
+        wanted = clip_indices(num_frames, start, self.clip_len, self.stride).tolist()
+        needed, got = set(wanted), {}
+        container, stream = _open_video(path)
+        with container:
+            rate = Fraction(stream.average_rate)
+            # Seek lands on the key frame at or before the first wanted frame.
+            container.seek(int(min(wanted) / rate / stream.time_base), stream=stream)
+            decoded = _DecodedFrames(container, stream, SOURCE_SHORT_SIDE)
+            for frame, image in decoded.with_frames():
+                i = round(frame.pts * stream.time_base * rate)
+                if i in needed:
+                    got[i] = image
+                    if len(got) == len(needed):
+                        break
+        clip = torch.from_numpy(np.stack([got[i] for i in wanted]))
+        return {"video": self.transform(clip), "label": 0, "index": index}
+
+
+def _loader_clips(dataset: Any, batch: int, batches: int) -> tuple[float, float]:
+    """(clips per second, clips per CPU-second) of `batches` batches of a one-process loader."""
+    import resource
+
+    from torch.utils.data import DataLoader
+
+    loader = DataLoader(dataset, batch_size=batch, shuffle=True, num_workers=0)
+    done, it = 0, iter(loader)
+    wall = time.perf_counter()
+    cpu = resource.getrusage(resource.RUSAGE_SELF)
+    while done < batches:
+        try:
+            next(it)
+        except StopIteration:
+            it = iter(loader)
+            continue
+        done += 1
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu_s = after.ru_utime + after.ru_stime - cpu.ru_utime - cpu.ru_stime
+    return batches * batch / (time.perf_counter() - wall), batches * batch / max(cpu_s, 1e-9)
+
+
+def loader_vs_source_decode() -> dict[str, Any]:
+    """Augmented 16x112^2 clips (stride 4) from the frame store vs decoded from the source
+    videos, same augmentation (ClipAugment: random 112^2 crop of the 128 short side,
+    normalisation), one process and one torch thread each (workers: 0)."""
+    import torch
+
+    from vtdl.augment import ClipAugment
+    from vtdl.data.clips import ClipDataset
+    from vtdl.data.extract import extract_shard
+
+    torch.set_num_threads(1)
+    augment = ClipAugment(112, SOURCE_SHORT_SIDE, rotation=0, brightness=0, contrast=0,
+                          saturation=0, hue=0)  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        paths = make_source_videos(root / "videos", SOURCE_VIDEOS)
+        manifest = extract_shard(
+            "ucf101", root / "videos", "Bench", root / "frames",
+            short_side=SOURCE_SHORT_SIDE, codec="jpeg", quality=90,
+        )  # fmt: skip
+        counts = {v["path"]: v["frames"] for v in manifest["videos"]}
+        (root / "list.csv").write_text(
+            "path,label,class,frames\n"
+            + "".join(f"{p},0,Bench,{n}\n" for p, n in sorted(counts.items()))
+        )
+        stored = ClipDataset(root / "list.csv", root / "frames", 16, 4, transform=augment)
+        source = SourceClipDataset(
+            [(p, counts[f"Bench/{p.name}"]) for p in sorted(paths)], 16, 4, augment
+        )
+        figures: dict[str, list[tuple[float, float]]] = {"store": [], "source": []}
+        for _ in range(3):
+            figures["store"].append(_loader_clips(stored, 8, 8))
+            figures["source"].append(_loader_clips(source, 8, 4))
+    (store, store_cpu), (src, src_cpu) = (
+        tuple(statistics.median(x) for x in zip(*figures[k], strict=True)) for k in figures
+    )
+    return {
+        "loader_vs_source_decode": round(store / src, 2),
+        "loader_clips_per_s": round(store, 1),
+        "source_decode_clips_per_s": round(src, 1),
+        "loader_clips_per_cpu_s": round(store_cpu, 1),
+        "source_decode_clips_per_cpu_s": round(src_cpu, 1),
+    }
+
+
+def _decode_only(paths: list[Path]) -> None:
+    """Demux and decode every frame, as extraction does (frame threads), keeping nothing."""
+    for path in paths:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            for _ in container.decode(stream):
+                pass
+
+
+def extract_vs_decode_only() -> dict[str, Any]:
+    """`vtdl extract` (params.yaml's codec, and JPEG q90) at short side 128 vs a bare PyAV
+    decode of the same videos that writes nothing; frames per second, alternating."""
+    from vtdl.config import load_settings
+    from vtdl.data.extract import extract_shard
+
+    codec = load_settings(str(ROOT / "params.yaml"), "extract")["codec"]
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        paths = make_source_videos(root / "videos", SOURCE_VIDEOS)
+        frames = SOURCE_VIDEOS * 150
+        runs = iter(range(100))
+
+        def decode() -> float:
+            start = time.perf_counter()
+            _decode_only(paths)
+            return frames / (time.perf_counter() - start)
+
+        def extract(codec: str) -> float:
+            out = root / f"frames{next(runs)}"
+            start = time.perf_counter()
+            extract_shard("ucf101", root / "videos", "Bench", out,
+                          short_side=SOURCE_SHORT_SIDE, codec=codec, quality=90)  # fmt: skip
+            fps = frames / (time.perf_counter() - start)
+            shutil.rmtree(out)
+            return fps
+
+        decode()  # warm: page cache, codec tables
+        default, bare = alternate(lambda: extract(codec), decode, rounds=5)
+        jpeg, bare_jpeg = alternate(lambda: extract("jpeg"), decode, rounds=3)
+    return {
+        "extract_vs_decode_only": round(default / bare, 3),
+        "extract_codec": codec,
+        "extract_frames_per_s": round(default),
+        "decode_only_frames_per_s": round(bare),
+        "extract_jpeg_vs_decode_only": round(jpeg / bare_jpeg, 3),
+    }
+
+
 def peak_rss() -> dict[str, Any]:
     """Peak RSS of extraction and pretraining at 200 and 2,000 videos."""
     env = one_thread_env()
@@ -317,6 +525,8 @@ def peak_rss() -> dict[str, Any]:
 
 FIGURES: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "noop_rerun_s": lambda args: noop_rerun(Path(args.project)),
+    "loader_vs_source_decode": lambda args: loader_vs_source_decode(),
+    "extract_vs_decode_only": lambda args: extract_vs_decode_only(),
     "pretrain_efficiency": lambda args: pretrain_efficiency(),
     "peak_rss_mb": lambda args: peak_rss(),
 }
@@ -348,6 +558,23 @@ def table(results: dict[str, Any]) -> str:
                 f"| no-op `make reproduce` (median of 5) | {f['noop_rerun_s']} s "
                 f"(a one-rule Snakemake: {f['snakemake_floor_s']} s) | ≤ 2 s |"
             )
+    if "loader_vs_source_decode" in f:
+        lines.append(
+            f"| loader: augmented 16×112² clips/s from the frame store / decoded from the "
+            f"source videos (1 process, 1 thread) | {f['loader_vs_source_decode']}× "
+            f"({f['loader_clips_per_s']} / {f['source_decode_clips_per_s']}) | ≥ 3× |"
+        )
+        lines.append(
+            f"| loader clips per CPU-second (per core): frame store / source decode | "
+            f"{f['loader_clips_per_cpu_s']} / {f['source_decode_clips_per_cpu_s']} | |"
+        )
+    if "extract_vs_decode_only" in f:
+        lines.append(
+            f"| `vtdl extract` ({f['extract_codec']}, short side 128) / bare PyAV decode, "
+            f"frames/s | {f['extract_vs_decode_only']}× ({f['extract_frames_per_s']} / "
+            f"{f['decode_only_frames_per_s']}); JPEG q90: "
+            f"{f['extract_jpeg_vs_decode_only']}× | ≥ 0.5× |"
+        )
     if "pretrain_efficiency" in f:
         lines.append(
             f"| pretraining loop / bare model step (clips/s, 1 thread) | "

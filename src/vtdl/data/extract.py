@@ -237,6 +237,11 @@ class _DecodedFrames:
         ).to_ndarray()
 
     def __iter__(self) -> Iterator[np.ndarray]:
+        for _, image in self.with_frames():
+            yield image
+
+    def with_frames(self) -> Iterator[tuple[av.VideoFrame, np.ndarray]]:
+        """(decoded frame, its RGB image) pairs: the frame's timestamps say where it sits."""
         self.stream.thread_type = "AUTO"  # frame + slice threads: decoding is the bottleneck
         try:
             for frame in self.container.decode(self.stream):
@@ -246,7 +251,7 @@ class _DecodedFrames:
                 if self._turns:
                     image = np.ascontiguousarray(np.rot90(image, self._turns))
                 self.count += 1
-                yield image
+                yield frame, image
         except av.error.FFmpegError as err:
             self.error = err
 
