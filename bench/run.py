@@ -22,6 +22,10 @@ Figures (README "Benchmarks"):
   pretrain_efficiency   clips/s of the real `vtdl pretrain` loop (loading, augmentation, TCA,
                         both encoders, queue, MLflow logging) / clips/s of the same model's
                         forward, backward and step on clips already in memory, same threads
+  augment_clips_per_s_per_core
+                        the UCF101 preset's augmentation (16x224^2, rotation, crop, jitter, TCA)
+                        per clip in the loader, and split: uint8 window in the loader, batched
+                        float work on the device (the CPU without a GPU); clips per core-second
   peak_rss_mb           peak resident memory of `vtdl extract` and of `vtdl pretrain` on a
                         small and a ten times larger data set (constant if memory is bounded)
 """
@@ -490,6 +494,85 @@ def extract_vs_decode_only() -> dict[str, Any]:
     }
 
 
+def augment_per_core() -> dict[str, Any]:
+    """Clips per CPU-second of the UCF101 preset's augmentation (16x224^2 from a short side of
+    256, rotation, crop, colour jitter, TCA), one torch thread: per clip in the loader, and
+    split (`DeviceClipAugment`: a uint8 window per clip in the loader, the float work in batch
+    on the device, which is this CPU when there is no GPU)."""
+    import torch
+    from torch.utils.data import default_collate
+
+    from vtdl.augment import (
+        JITTER_OPS,
+        ClipAugment,
+        DeviceClipAugment,
+        temporal_consistent_augmentation,
+    )
+    from vtdl.config import load_yaml
+
+    torch.set_num_threads(1)
+    paper = load_yaml(ROOT / "workflow" / "presets" / "ucf101.yaml")["pretrain"]
+    augment = ClipAugment(
+        paper["crop_size"],
+        paper["resize_short"],
+        rotation=paper["rotation"],
+        **dict(zip(JITTER_OPS, paper["color_jitter"], strict=True)),
+    )
+    split = DeviceClipAugment(augment)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    rng = np.random.default_rng(0)
+    # Frames as stored at the preset's short side 256 from 320x240 videos.
+    clips = [
+        torch.from_numpy(rng.integers(0, 256, (paper["clip_len"], 256, 341, 3), dtype=np.uint8))
+        for _ in range(8)
+    ]
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def per_clip() -> float:
+        start = time.process_time()
+        batch = torch.stack([augment(clip) for clip in clips])
+        temporal_consistent_augmentation(batch, 0.1)
+        return len(clips) / (time.process_time() - start)
+
+    timings: dict[str, list[float]] = {"loader_half": [], "device_s": [], "cpu_s": []}
+
+    def on_device() -> float:
+        start, wall = time.process_time(), time.perf_counter()
+        halves = default_collate([split(clip) for clip in clips])
+        loader_half = time.process_time() - start
+        sync()
+        device_start = time.perf_counter()
+        temporal_consistent_augmentation(split.apply(halves, device), 0.1)
+        sync()
+        timings["device_s"].append(time.perf_counter() - device_start)
+        timings["loader_half"].append(len(clips) / loader_half)
+        cpu = time.process_time() - start
+        timings["cpu_s"].append(cpu)
+        return len(clips) / (time.perf_counter() - wall)
+
+    on_device()  # warm: CUDA context and kernels
+    for values in timings.values():
+        values.clear()
+    loader, _ = alternate(per_clip, on_device, rounds=3)
+    device_rate = len(clips) / statistics.median(timings["device_s"])
+    return {
+        "augment_clips_per_s_per_core": {
+            "loader": round(loader, 2),
+            "device_path_loader_half": round(statistics.median(timings["loader_half"]), 1),
+            "device_path_device": device.type,
+            "device_path_clips_per_s_on_device": round(device_rate, 1),
+            "device_path_whole_on_cpu": (
+                round(len(clips) / statistics.median(timings["cpu_s"]), 2)
+                if device.type == "cpu"
+                else None
+            ),
+        }
+    }
+
+
 def peak_rss() -> dict[str, Any]:
     """Peak RSS of extraction and pretraining at 200 and 2,000 videos."""
     env = one_thread_env()
@@ -527,6 +610,7 @@ FIGURES: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "noop_rerun_s": lambda args: noop_rerun(Path(args.project)),
     "loader_vs_source_decode": lambda args: loader_vs_source_decode(),
     "extract_vs_decode_only": lambda args: extract_vs_decode_only(),
+    "augment_clips_per_s_per_core": lambda args: augment_per_core(),
     "pretrain_efficiency": lambda args: pretrain_efficiency(),
     "peak_rss_mb": lambda args: peak_rss(),
 }
@@ -574,6 +658,18 @@ def table(results: dict[str, Any]) -> str:
             f"frames/s | {f['extract_vs_decode_only']}× ({f['extract_frames_per_s']} / "
             f"{f['decode_only_frames_per_s']}); JPEG q90: "
             f"{f['extract_jpeg_vs_decode_only']}× | ≥ 0.5× |"
+        )
+    if "augment_clips_per_s_per_core" in f:
+        a = f["augment_clips_per_s_per_core"]
+        where = "this CPU, 1 thread" if a["device_path_device"] == "cpu" else "the GPU"
+        lines.append(
+            f"| augmentation at the UCF101 preset (16×224², rotation, crop, jitter, TCA), "
+            f"clips per core-second: per clip in the loader | {a['loader']} | |"
+        )
+        lines.append(
+            f"| the same on the device in batch: loader's share (uint8 window) per core-second"
+            f" / batched part ({where}) clips/s | {a['device_path_loader_half']} / "
+            f"{a['device_path_clips_per_s_on_device']} | 16 cores feed an H100 |"
         )
     if "pretrain_efficiency" in f:
         lines.append(

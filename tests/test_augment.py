@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import default_collate
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as tvf
 
@@ -15,7 +16,9 @@ from vtdl.augment import (
     ClipAugment,
     ClipAugmentParams,
     ClipEval,
+    DeviceClipAugment,
     adjust_hue,
+    augment_place,
     rotate_crop,
     temporal_consistent_augmentation,
     temporal_consistent_augmentation_with_lambda,
@@ -307,3 +310,115 @@ def test_a_jitter_of_strength_zero_is_skipped_and_changes_nothing(monkeypatch):
     before = aug.apply(frames, params)
     monkeypatch.setattr(augment, "adjust_hue", fail)
     assert torch.equal(aug.apply(frames, params), before)
+
+
+# ---------------------------------------------------------------- augmentation on the device
+
+
+def _both_paths(aug: ClipAugment, clips: list[torch.Tensor], seed: int = 0):
+    """(per-clip outputs stacked, device path's batch) for the same generator seeds."""
+    device = DeviceClipAugment(aug)
+    per_clip = torch.stack([aug(c, _gen(seed + i)) for i, c in enumerate(clips)])
+    halves = [device(c, _gen(seed + i)) for i, c in enumerate(clips)]
+    return per_clip, device.apply(default_collate(halves))
+
+
+@pytest.mark.parametrize(
+    ("options", "faithful"),
+    [
+        (
+            {"rotation": 5.0, "brightness": 0.2, "contrast": 0.2, "saturation": 0.2, "hue": 0.0},
+            False,
+        ),
+        ({"rotation": 10.0}, False),  # the paper's jitter (the defaults)
+        ({"rotation": 10.0}, True),
+        ({"rotation": 40.0, "contrast": 0.0, "hue": 0.1}, False),
+        ({"rotation": 0.0, "brightness": 0, "contrast": 0, "saturation": 0, "hue": 0}, False),
+    ],
+)
+def test_device_path_equals_the_per_clip_path_for_the_same_draws(options, faithful):
+    aug = ClipAugment(crop_size=16, resize_short=20, faithful_jitter=faithful, **options)
+    # Landscape, portrait and already-resized frames in one batch: the window has one size.
+    shapes = [(24, 32), (32, 24), (20, 27), (30, 30)] * 3
+    clips = [_random_clip(4, h, w, seed=i) for i, (h, w) in enumerate(shapes)]
+    per_clip, batched = _both_paths(aug, clips)
+    assert batched.shape == per_clip.shape == (len(clips), 3, 4, 16, 16)
+    assert batched.dtype == torch.float32 and batched.is_contiguous()
+    assert torch.allclose(batched, per_clip, atol=2e-4)
+
+
+def test_device_path_loader_half_is_a_small_uint8_window_and_the_draws():
+    aug = ClipAugment(crop_size=16, resize_short=20, rotation=10.0)
+    device = DeviceClipAugment(aug)
+    half = device(_random_clip(5, 40, 60), _gen(2))
+    assert half["frames"].dtype == torch.uint8
+    assert half["frames"].shape == (5, device.window, device.window, 3)
+    # Holds the rotated crop's reach (16 * (cos 10 + sin 10) ~ 18.5 pixels) and no more than
+    # a few pixels beyond it: far smaller than the frame that would otherwise travel.
+    assert 19 <= device.window <= 24
+    params = aug.sample_params(20, 30, _gen(2))
+    assert half["params"][0].item() == pytest.approx(params.angle)
+    assert half["params"][1:3].tolist() == [params.top, params.left]
+
+
+def test_device_path_is_deterministic_for_a_generator_seed():
+    aug = ClipAugment(crop_size=16, resize_short=20)
+    device = DeviceClipAugment(aug)
+    clip = _random_clip(4, 22, 30, seed=8)
+    a, b, c = device(clip, _gen(3)), device(clip, _gen(3)), device(clip, _gen(4))
+    assert torch.equal(a["frames"], b["frames"]) and torch.equal(a["params"], b["params"])
+    assert not torch.equal(a["params"], c["params"])
+    batch = default_collate([a, c])
+    assert torch.equal(device.apply(batch), device.apply(batch))
+
+
+def test_device_path_unit_range_and_normalisation():
+    clips = [_random_clip(3, 20, 26, seed=s) for s in range(4)]
+    raw = ClipAugment(crop_size=16, resize_short=20, normalize=False)
+    _, unit = _both_paths(raw, clips)
+    assert unit.min() >= 0.0 and unit.max() <= 1.0
+    _, norm = _both_paths(ClipAugment(crop_size=16, resize_short=20), clips)
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1, 1)
+    assert torch.allclose(norm, (unit - mean) / std, atol=1e-5)
+
+
+@pytest.mark.parametrize("faithful", [False, True])
+def test_device_path_gives_every_frame_of_a_clip_the_same_augmentation(faithful):
+    # A static clip stays static (one rotation, crop and jitter per clip, not per frame), and
+    # TCA after it only scales temporal differences, so it stays static too.
+    aug = ClipAugment(crop_size=16, resize_short=20, rotation=10.0, faithful_jitter=faithful)
+    clips = [_texture(24, 30, seed=s).unsqueeze(0).repeat(5, 1, 1, 1) for s in range(3)]
+    _, out = _both_paths(aug, clips)
+    assert torch.allclose(out, out[:, :, :1].expand_as(out), atol=1e-5)
+    mixed = temporal_consistent_augmentation(out, 0.5, _gen(0))
+    assert torch.allclose(mixed, mixed[:, :, :1].expand_as(mixed), atol=1e-5)
+
+
+def test_device_path_keeps_a_shift_between_frames():
+    aug = ClipAugment(crop_size=16, resize_short=20, rotation=0.0, contrast=0.0)
+    base = _texture(20, 28, seed=4)
+    clip = torch.stack([torch.roll(base, 2 * t, dims=1) for t in range(4)])
+    _, out = _both_paths(aug, [clip], seed=9)
+    for t in range(1, 4):
+        s = 2 * t
+        assert torch.allclose(out[0, :, t, :, s:], out[0, :, 0, :, :-s], atol=1e-4)
+
+
+def test_augment_place():
+    assert augment_place("auto", "cpu") == "loader"
+    assert augment_place("auto", torch.device("cuda", 0)) == "device"
+    assert augment_place("device", "cpu") == "device"
+    assert augment_place("loader", "cuda") == "loader"
+    with pytest.raises(VtdlError, match="augment_on"):
+        augment_place("gpu", "cpu")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_device_path_on_cuda_matches_the_cpu():
+    aug = ClipAugment(crop_size=16, resize_short=20, rotation=10.0)
+    device = DeviceClipAugment(aug)
+    batch = default_collate([device(_random_clip(4, 24, 32, seed=s), _gen(s)) for s in range(4)])
+    on_cuda = device.apply(batch, "cuda")
+    assert on_cuda.device.type == "cuda"
+    assert torch.allclose(on_cuda.cpu(), device.apply(batch), atol=1e-4)

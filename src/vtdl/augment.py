@@ -361,6 +361,155 @@ class ClipEval:
         return _finish(_to_unit_float(frames), self.normalize)
 
 
+# ------------------------------------------------------------------ augmentation on the device
+
+AUGMENT_ON = ("auto", "loader", "device")
+
+# Columns of the parameter rows that `DeviceClipAugment` hands from the loader to the device.
+_ANGLE, _TOP, _LEFT, _WIN_TOP, _WIN_LEFT, _HEIGHT, _WIDTH = range(7)
+_FACTOR = {name: 7 + i for i, name in enumerate(JITTER_OPS)}  # brightness .. hue
+_ORDER = 7 + len(JITTER_OPS)  # then the jitter order, one column per position
+_PARAM_COLUMNS = _ORDER + len(JITTER_OPS)
+
+
+def augment_place(augment_on: str, device: torch.device | str) -> str:
+    """Where clips are augmented: "loader" (per clip, in the loading process) or "device".
+
+    `augment_on` is `pretrain.augment_on`: "auto" augments on the device when it is CUDA (a
+    loader core augments far fewer 16x224^2 clips per second than the card trains on) and in
+    the loader otherwise, where the per-clip path is the default.
+    """
+    if augment_on not in AUGMENT_ON:
+        raise VtdlError(f"pretrain.augment_on: {augment_on!r} is not one of {AUGMENT_ON}")
+    if augment_on == "auto":
+        return "device" if torch.device(device).type == "cuda" else "loader"
+    return augment_on
+
+
+def _window_half(crop_size: int, rotation: float) -> int:
+    """Half the side of a square that holds every source pixel of a rotated crop (and the
+    second bilinear tap): the crop's half-diagonal reach is (crop - 1) / 2 * (|cos| + |sin|),
+    largest at the largest angle up to 45 degrees."""
+    rad = math.radians(min(rotation, 45.0))
+    return math.ceil((crop_size - 1) / 2 * (math.cos(rad) + math.sin(rad))) + 1
+
+
+class DeviceClipAugment:
+    """`ClipAugment` split in two, so that the float work runs on the device, in batch.
+
+    In the loader (`__call__`, the signature of `ClipAugment`): the clip is resized and its
+    parameters drawn exactly as `ClipAugment` draws them (same generator calls, so the same
+    parameters), and a fixed-size uint8 window holding every pixel the rotated crop reads is cut
+    out, channels last: what travels to the device is uint8 and a fixed size, so clips of
+    videos with other aspect ratios still form a batch.
+
+    On the device (`apply`): the collated windows and parameter rows of a batch are turned into
+    the crops in one `grid_sample`, then jittered (each clip's operations in its own order) and
+    normalised, float32 (B, 3, T, crop, crop). The result equals `ClipAugment`'s for the same
+    draws up to float rounding (tests check both paths against each other).
+    """
+
+    def __init__(self, augment: ClipAugment) -> None:
+        self.augment = augment
+        self.half = _window_half(augment.crop_size, augment.rotation)
+        self.window = 2 * self.half + 2
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.augment!r})"
+
+    def __call__(
+        self, clip: Tensor | np.ndarray, generator: torch.Generator | None = None
+    ) -> dict[str, Tensor]:
+        """uint8 (T, H, W, 3) clip -> {"frames": uint8 (T, S, S, 3), "params": float64 row}."""
+        frames = self.augment.resize(clip)
+        height, width = frames.shape[-2:]
+        params = self.augment.sample_params(height, width, generator)
+        crop = self.augment.crop_size
+        # Centre of the crop's source region: the crop centre, rotated back about the frame's.
+        rad = math.radians(params.angle)
+        cos, sin = math.cos(rad), math.sin(rad)
+        cx, cy = (width - 1) / 2, (height - 1) / 2
+        dx, dy = params.left + (crop - 1) / 2 - cx, params.top + (crop - 1) / 2 - cy
+        win_left = math.floor(cos * dx - sin * dy + cx) - self.half
+        win_top = math.floor(sin * dx + cos * dy + cy) - self.half
+        window = torch.zeros((frames.shape[0], self.window, self.window, 3), dtype=torch.uint8)
+        # The part of the window inside the frame; the rest stays 0, the black of the rotation.
+        y0, x0 = max(win_top, 0), max(win_left, 0)
+        y1, x1 = min(win_top + self.window, height), min(win_left + self.window, width)
+        if y1 > y0 and x1 > x0:
+            window[:, y0 - win_top : y1 - win_top, x0 - win_left : x1 - win_left] = frames[
+                :, :, y0:y1, x0:x1
+            ].permute(0, 2, 3, 1)
+        row = torch.empty(_PARAM_COLUMNS, dtype=torch.float64)
+        row[:_ORDER] = torch.tensor(
+            [params.angle, params.top, params.left, win_top, win_left, height, width]
+            + [getattr(params, name) for name in JITTER_OPS],
+            dtype=torch.float64,
+        )
+        row[_ORDER:] = torch.tensor(params.order, dtype=torch.float64)
+        return {"frames": window, "params": row}
+
+    def apply(self, views: dict[str, Tensor], device: torch.device | str | None = None) -> Tensor:
+        """Augment a collated batch {"frames": uint8 (B, T, S, S, 3), "params": (B, P)} on
+        `device` (default: where the frames are); returns float32 (B, 3, T, crop, crop)."""
+        frames = views["frames"].to(device or views["frames"].device, non_blocking=True)
+        params = views["params"].to(torch.float64)  # small: drawn and kept on the CPU
+        batch, num, size = frames.shape[0], frames.shape[1], self.window
+        crop = self.augment.crop_size
+        # (B, T*3, S, S): one sampling grid per clip serves all its frames and channels.
+        x = frames.permute(0, 1, 4, 2, 3).reshape(batch, num * 3, size, size)
+        x = _to_unit_float(x)
+        grid = self._grid(params, crop, size).to(x.device, non_blocking=True)
+        x = nnf.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        x = x.view(batch, num, 3, crop, crop)
+        order = params[:, _ORDER:].to(torch.int64)
+        positions = (
+            [len(JITTER_OPS) - 1] if self.augment.faithful_jitter else range(len(JITTER_OPS))
+        )
+        for position in positions:
+            for op, name in enumerate(JITTER_OPS):
+                if getattr(self.augment, name) == 0:
+                    continue  # strength 0: the op never changes anything (as per clip)
+                rows = torch.nonzero(order[:, position] == op).flatten()
+                if rows.numel() == 0:
+                    continue
+                factor = params[rows, _FACTOR[name]].to(torch.float32)
+                index = rows.to(x.device)
+                x[index] = _batched_jitter(x[index], name, factor.to(x.device))
+        if self.augment.normalize:
+            mean, std = _MEAN.to(x.device), _STD.to(x.device)
+            x = (x - mean) / std
+        return x.permute(0, 2, 1, 3, 4).contiguous()
+
+    @staticmethod
+    def _grid(params: Tensor, crop: int, size: int) -> Tensor:
+        """grid_sample's (B, crop, crop, 2) grid: `rotate_crop`'s source positions, in the
+        window's normalised coordinates."""
+        rad = torch.deg2rad(params[:, _ANGLE]).view(-1, 1, 1)
+        cos, sin = torch.cos(rad), torch.sin(rad)
+        cx = ((params[:, _WIDTH] - 1) / 2).view(-1, 1, 1)
+        cy = ((params[:, _HEIGHT] - 1) / 2).view(-1, 1, 1)
+        steps = torch.arange(crop, dtype=torch.float64)
+        xx = (steps.view(1, 1, -1) + params[:, _LEFT].view(-1, 1, 1)) - cx
+        yy = (steps.view(1, -1, 1) + params[:, _TOP].view(-1, 1, 1)) - cy
+        src_x = cos * xx - sin * yy + cx - params[:, _WIN_LEFT].view(-1, 1, 1)
+        src_y = sin * xx + cos * yy + cy - params[:, _WIN_TOP].view(-1, 1, 1)
+        grid = torch.stack(((2 * src_x + 1) / size - 1, (2 * src_y + 1) / size - 1), dim=-1)
+        return grid.to(torch.float32)
+
+
+def _batched_jitter(frames: Tensor, name: str, factor: Tensor) -> Tensor:
+    """One jitter operation on (n, T, 3, H, W) frames, with one factor per clip."""
+    if name == "hue":
+        return adjust_hue(frames, factor.view(-1, 1, 1, 1))
+    factor = factor.view(-1, 1, 1, 1, 1)
+    if name == "brightness":
+        return (frames * factor).clamp_(0.0, 1.0)
+    if name == "contrast":
+        return _blend(frames, _grey(frames).mean(dim=(-3, -2, -1), keepdim=True), factor)
+    return _blend(frames, _grey(frames), factor)
+
+
 def temporal_consistent_augmentation_with_lambda(
     x: Tensor,
     alpha: float = 0.1,
