@@ -1,8 +1,21 @@
 """Atomic writes: a failure never leaves a half file or destroys the previous output."""
 
+import errno
+import json
+import os
+import tempfile
+
 import pytest
 
-from vtdl.fsutil import atomic_dir, atomic_write_json, atomic_write_text, sha256_file
+from vtdl.errors import VtdlError
+from vtdl.fsutil import (
+    atomic_dir,
+    atomic_path,
+    atomic_write_json,
+    atomic_write_text,
+    sha256_file,
+    write_failure,
+)
 
 
 def test_atomic_write_replaces_and_leaves_no_temporaries(tmp_path):
@@ -44,3 +57,45 @@ def test_sha256_file(tmp_path):
     path = tmp_path / "x"
     path.write_bytes(b"abc")
     assert sha256_file(path) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+
+
+def test_a_full_disk_is_one_error_naming_the_file_and_the_previous_file_stays(tmp_path):
+    target = tmp_path / "out.json"
+    atomic_write_json(target, {"a": 1})
+    with pytest.raises(VtdlError) as err, atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+    assert str(err.value).startswith(f"{target}: cannot write (No space left on device); the disk")
+    assert "free space" in str(err.value) and "is kept" in str(err.value)
+    assert json.loads(target.read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+@pytest.mark.parametrize(
+    ("code", "words"),
+    [(errno.EROFS, "is not writable"), (errno.EACCES, "is not writable"), (errno.EIO, "check")],
+)
+def test_write_failures_say_the_cause(tmp_path, code, words):
+    message = str(write_failure(tmp_path / "x" / "f.pt", OSError(code, os.strerror(code))))
+    assert message.startswith(f"{tmp_path / 'x' / 'f.pt'}: cannot write ({os.strerror(code)})")
+    assert words in message
+
+
+def test_an_error_reading_another_file_inside_the_block_is_not_called_a_write_error(tmp_path):
+    with pytest.raises(FileNotFoundError), atomic_path(tmp_path / "out") as tmp:
+        tmp.write_text("x")
+        (tmp_path / "missing-input").read_text()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_folder_that_refuses_new_files_is_named(tmp_path, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", str(tmp_path / ".x.tmp"))
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(tempfile, "mkdtemp", refuse)
+    with pytest.raises(VtdlError, match=rf"^{tmp_path}/a: cannot write \(Permission denied\); "):
+        atomic_write_text(tmp_path / "a", "x")
+    with pytest.raises(VtdlError, match=rf"the folder {tmp_path} is not writable"):
+        with atomic_dir(tmp_path / "shard"):
+            pass

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from vtdl.errors import VtdlError
-from vtdl.fsutil import atomic_path
+from vtdl.fsutil import atomic_path, write_failure
 
 
 def rng_state() -> dict[str, Any]:
@@ -31,10 +31,27 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _is_write_error(err: RuntimeError) -> bool:
+    # torch's zip writer reports a failed write (disk full, file size limit) as a RuntimeError
+    # from its C++ stream writer, without the OS error.
+    text = str(err)
+    return "inline_container" in text or "PytorchStreamWriter" in text or "write failed" in text
+
+
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
-    """Write atomically: a job killed while saving keeps its previous checkpoint."""
+    """Write atomically: a job killed while saving keeps its previous checkpoint.
+
+    Raises:
+        VtdlError: the file could not be written (disk full, size limit, read-only folder);
+            the message names it, and the previous checkpoint is kept.
+    """
     with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+        try:
+            torch.save(state, tmp)
+        except RuntimeError as err:
+            if not _is_write_error(err):
+                raise
+            raise write_failure(path, err) from None
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:

@@ -2,11 +2,14 @@
 
 Every output of the pipeline is written under a temporary name in the same directory and then
 renamed into place, so a killed job never leaves a half-written file where an output should be.
+A write that fails (disk full, a file size limit, a read-only folder) raises one VtdlError
+naming the file and the cause (`write_failure`), and the previous file stays as it was.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -16,18 +19,71 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from vtdl.errors import VtdlError
+
+_NO_SPACE = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+_NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+def write_failure(path: str | os.PathLike, err: BaseException) -> VtdlError:
+    """One error for a failed write of `path`: the cause in words and what to do.
+
+    `err` is the OSError of the write, or the RuntimeError torch raises for it (which says
+    nothing of the cause: then the disk's free space and the file size limit are looked up).
+    """
+    path = Path(path)
+    code = err.errno if isinstance(err, OSError) else None
+    reason = (err.strerror if isinstance(err, OSError) else None) or "the write failed"
+    free = None
+    with contextlib.suppress(OSError):
+        free = shutil.disk_usage(next(p for p in (path, *path.parents) if p.exists())).free
+    limit = None
+    with contextlib.suppress(ImportError, OSError, ValueError):
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        limit = None if soft == resource.RLIM_INFINITY else soft
+    if code in _NOT_WRITABLE:
+        hint = f"the folder {path.parent} is not writable: make it writable (or choose another)"
+    elif code in _NO_SPACE or (code is None and free is not None and free < 1 << 20):
+        hint = f"the disk is full ({free if free is not None else '?'} bytes free): free space"
+    elif code == errno.EFBIG or (code is None and limit is not None):
+        hint = f"files are limited to {limit} bytes here (ulimit -f): raise the limit"
+    else:
+        hint = "check the disk and the folder"
+    return VtdlError(
+        f"{path}: cannot write ({reason}); {hint}, then re-run (the previous {path.name}, if "
+        "any, is kept as it was)"
+    )
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to `path`; rename it onto `path` only if the block succeeds."""
+    """Yield a temporary path next to `path`; rename it onto `path` only if the block succeeds.
+
+    Creating the temporary file or renaming it raises `write_failure`'s VtdlError; so do the
+    OSErrors of writing to it that the block lets through with `errno` set (disk full, size
+    limit, permissions), unless the error names another file (one the block was reading).
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise write_failure(path, err) from None
     os.close(fd)
     tmp = Path(tmp)
     try:
-        yield tmp
-        os.replace(tmp, path)
+        try:
+            yield tmp
+        except OSError as err:
+            if err.errno is None or err.filename not in (None, str(tmp), tmp):
+                raise
+            raise write_failure(path, err) from None
+        try:
+            os.replace(tmp, path)
+        except OSError as err:
+            raise write_failure(path, err) from None
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -53,15 +109,26 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     directory is complete, so a failure keeps the old contents intact.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    except OSError as err:
+        raise write_failure(path, err) from None
     try:
         yield tmp
         old = None
-        if path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
-            os.replace(path, old / "content")
-        os.replace(tmp, path)
+        try:
+            if path.exists():
+                old = Path(
+                    tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent)
+                )
+                os.replace(path, old / "content")
+            os.replace(tmp, path)
+        except OSError as err:
+            if old is not None and not path.exists():  # put the previous contents back
+                with contextlib.suppress(OSError):
+                    os.replace(old / "content", path)
+            raise write_failure(path, err) from None
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     finally:

@@ -120,6 +120,7 @@ def test_extracts_containers_rates_and_odd_sizes(tmp_path):
         entry = by_path[path]
         width, height = resized_size(src_w, src_h, 16)
         src = videos / path
+        stored = FrameFile(frame_file_path(tmp_path / "frames", path))
         assert entry == {
             "path": path,
             "frames": frames,
@@ -130,8 +131,8 @@ def test_extracts_containers_rates_and_odd_sizes(tmp_path):
             "height": height,
             "src_bytes": src.stat().st_size,
             "src_sha256": sha256_file(src),
+            "checksum": stored.checksum(),
         }
-        stored = FrameFile(frame_file_path(tmp_path / "frames", path))
         assert (stored.num_frames, stored.width, stored.height) == (frames, width, height)
     on_disk = json.loads((tmp_path / "frames" / "Cls" / "manifest.json").read_text())
     assert on_disk == manifest

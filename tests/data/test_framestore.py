@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import pickle
+import zlib
 
 import numpy as np
 import pytest
 
-from vtdl.data.framestore import FrameFile, frame_file_path, write_frames
+from vtdl.data.framestore import (
+    FrameFile,
+    ManifestChecksums,
+    frame_file_path,
+    write_frame_file,
+    write_frames,
+)
 from vtdl.errors import VtdlError
 
 
@@ -146,3 +154,88 @@ def test_mismatched_frames_are_refused(tmp_path):
     with pytest.raises(ValueError, match="codec"):
         write_frames(tmp_path / "v.frames", _frames(1), codec="png")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("codec", ["raw", "jpeg"])
+def test_the_checksum_covers_every_byte_and_is_read_back_alike(tmp_path, codec):
+    path = tmp_path / "v.frames"
+    count, checksum = write_frame_file(path, iter(_frames(5)), codec=codec)
+    data = path.read_bytes()
+    # Documented order: the body (frames, index), then the 32-byte header.
+    assert (count, checksum) == (5, f"crc32:{zlib.crc32(data[32:] + data[:32]):08x}")
+    assert FrameFile(path).checksum() == checksum
+    offsets = FrameFile(path)._offsets
+    for offset in (offsets[0], offsets[2] + 5, offsets[-1] - 1):  # first, middle, last byte
+        damaged = bytearray(data)
+        damaged[offset] ^= 0x01
+        path.write_bytes(bytes(damaged))
+        assert FrameFile(path).checksum() != checksum
+
+
+def _shard(root, checksum=None):
+    """Frame root with shard `Cls` holding one raw video and its manifest."""
+    rel = "Cls/v.avi"
+    _, written = write_frame_file(frame_file_path(root, rel), _frames(6), codec="raw")
+    entry = {"path": rel, "frames": 6, "checksum": checksum or written}
+    (root / "Cls" / "manifest.json").write_text(json.dumps({"videos": [entry]}))
+    return rel, frame_file_path(root, rel)
+
+
+def test_a_frame_file_changed_since_extraction_is_refused_naming_it(tmp_path):
+    rel, path = _shard(tmp_path)
+    ManifestChecksums(tmp_path).verify(FrameFile(path), rel)  # intact
+    data = bytearray(path.read_bytes())
+    data[100] ^= 0x04  # one bit of frame 0's pixels: header and index still valid
+    path.write_bytes(bytes(data))
+    frames = FrameFile(path)
+    frames.read([0])  # the frame store alone cannot tell
+    with pytest.raises(VtdlError) as err:
+        ManifestChecksums(tmp_path).verify(frames, rel)
+    message = str(err.value)
+    assert str(path) in message and str(tmp_path / "Cls" / "manifest.json") in message
+    assert "damaged since extraction" in message and f"delete {tmp_path / 'Cls'}" in message
+
+
+def test_each_file_is_verified_once_per_process_and_unlisted_files_not_at_all(
+    tmp_path, monkeypatch
+):
+    rel, path = _shard(tmp_path)
+    checksums = ManifestChecksums(tmp_path)
+    calls = []
+    original = FrameFile.checksum
+
+    def counted(self):
+        calls.append(self.path)
+        return original(self)
+
+    monkeypatch.setattr(FrameFile, "checksum", counted)
+    for _ in range(3):
+        checksums.verify(FrameFile(path), rel)
+    ManifestChecksums(tmp_path).verify(FrameFile(path), rel)  # another dataset, same process
+    assert calls == [path]
+    # Frames written by hand, with no manifest, or a manifest without checksums: not checked.
+    loose = tmp_path / "Other" / "w.avi.frames"
+    write_frames(loose, _frames(2), codec="raw")
+    checksums.verify(FrameFile(loose), "Other/w.avi")
+    (tmp_path / "Other" / "manifest.json").write_text(json.dumps({"videos": [{"path": "x"}]}))
+    ManifestChecksums(tmp_path).verify(FrameFile(loose), "Other/w.avi")
+    assert calls == [path]
+
+
+def test_a_replaced_file_is_verified_again(tmp_path):
+    rel, path = _shard(tmp_path)
+    ManifestChecksums(tmp_path).verify(FrameFile(path), rel)
+    data = bytearray(path.read_bytes())
+    data[100] ^= 0x04
+    replacement = tmp_path / "damaged.tmp"
+    replacement.write_bytes(bytes(data))
+    replacement.replace(path)  # a new file (inode) where the verified one was
+    with pytest.raises(VtdlError, match="damaged since extraction"):
+        ManifestChecksums(tmp_path).verify(FrameFile(path), rel)
+
+
+def test_an_unreadable_manifest_is_one_error_naming_it(tmp_path):
+    rel, path = _shard(tmp_path)
+    (tmp_path / "Cls" / "manifest.json").write_text("{not json")
+    with pytest.raises(VtdlError, match=r"Cls/manifest\.json: not a readable extraction manifest"):
+        ManifestChecksums(tmp_path).verify(FrameFile(path), rel)

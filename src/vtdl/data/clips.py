@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from vtdl.data.framestore import FrameFile, frame_file_path
+from vtdl.data.framestore import FrameFile, ManifestChecksums, frame_file_path
 from vtdl.errors import VtdlError
 
 LIST_HEADER = ("path", "label", "class", "frames")
@@ -148,6 +148,9 @@ class ClipDataset(Dataset):
             raise VtdlError(f"{self.list_file}: the list has no videos")
         self.clip_len, self.stride, self.mode, self.num_clips = clip_len, stride, mode, num_clips
         self.transform = transform or to_float_cthw
+        # Each frame file is checked once per process against the checksum its extraction
+        # manifest recorded: a file damaged since is refused, never trained on.
+        self.checksums = ManifestChecksums(self.frames_root)
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -160,6 +163,11 @@ class ClipDataset(Dataset):
                 "(re-run vtdl extract, or is frames_root wrong?)"
             )
         frames = FrameFile(path)
+        try:
+            self.checksums.verify(frames, entry.path)
+        except BaseException:
+            frames.close()
+            raise
         if frames.num_frames == 0:
             frames.close()
             raise VtdlError(f"{self.list_file}: video {entry.path!r}: {path} holds no frames")

@@ -2,8 +2,9 @@
 
 A shard is a top-level class folder (UCF101, HMDB51) or a `<split>/<class>` folder (Kinetics).
 Its output `<out>/<shard>/` holds one `.frames` file per video (see `vtdl.data.framestore`) and a
-`manifest.json`; the folder is swapped in as a whole, so a failed or killed job never leaves a
-partial shard and never damages the previous one.
+`manifest.json` (per video: frame count, sizes, the source's SHA-256 and the frame file's
+checksum, which the loader verifies); the folder is swapped in as a whole, so a failed or killed
+job never leaves a partial shard and never damages the previous one.
 
 Every non-hidden file of a shard folder is taken to be a video. A file that is empty, is not a
 video, cannot be decoded, or decodes to clearly fewer frames than its container declares
@@ -15,6 +16,7 @@ and on stderr.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,7 +27,7 @@ import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
-from vtdl.data.framestore import CODECS, SUFFIX, write_frames
+from vtdl.data.framestore import CODECS, SUFFIX, write_frame_file
 from vtdl.errors import VtdlError
 from vtdl.fsutil import atomic_dir, atomic_write_json, escapes, sha256_file
 from vtdl.progress import progress
@@ -278,10 +280,11 @@ def extract_video(
 ) -> dict[str, Any]:
     """Decode one video into the frame file `dst` and return its manifest entry (no `path`).
 
-    With `dst=None` the video is only decoded and checked. Raises BadVideo for a bad file
-    (and then leaves no frame file behind).
+    With `dst=None` the video is only decoded and checked (and the entry has no `checksum`).
+    Raises BadVideo for a bad file (and then leaves no frame file behind).
     """
     container, stream = _open_video(src)
+    checksum = {}
     try:
         info = _source_info(container, stream)
         frames = _DecodedFrames(container, stream, short_side)
@@ -289,7 +292,7 @@ def extract_video(
             for _ in frames:
                 pass
         else:
-            write_frames(dst, frames, codec=codec, quality=quality)
+            _, checksum["checksum"] = write_frame_file(dst, frames, codec=codec, quality=quality)
     finally:
         container.close()
     problem = _problem(frames.count, info, frames.error)
@@ -312,6 +315,7 @@ def extract_video(
         "height": frames.size[1],
         "src_bytes": src.stat().st_size,
         "src_sha256": sha256_file(src),
+        **checksum,  # of the frame file, verified when training reads it (framestore)
     }
 
 
@@ -324,6 +328,18 @@ def _check_settings(short_side: int, codec: str, quality: int, on_error: str) ->
         raise VtdlError(f"--quality: {quality} is outside 1..100")
     if on_error not in ON_ERROR:
         raise VtdlError(f"--on-error: {on_error!r}; expected one of {ON_ERROR}")
+
+
+@contextlib.contextmanager
+def _named_in(tmp: Path, shard_dir: Path) -> Iterator[None]:
+    """Errors about files of the shard's temporary folder name them where they belong (a
+    failed write, e.g. a full disk, is reported as `<out>/<shard>/<video>.frames`)."""
+    try:
+        yield
+    except VtdlError as err:
+        if str(tmp) not in str(err):
+            raise
+        raise VtdlError(str(err).replace(str(tmp), str(shard_dir))) from None
 
 
 def extract_shard(
@@ -360,7 +376,7 @@ def extract_shard(
         raise VtdlError(f"{shard_dir}: shard folder holds no video files")
     videos: list[dict[str, Any]] = []
     bad: list[tuple[str, Path, str]] = []
-    with atomic_dir(Path(out_root) / shard) as tmp:
+    with atomic_dir(Path(out_root) / shard) as tmp, _named_in(tmp, Path(out_root) / shard):
         for rel in progress(files, desc=f"extract {shard}", total=len(files), unit="video"):
             src = shard_dir / rel
             # Once a failing shard is certain, only check the remaining files (no writing).
