@@ -32,9 +32,12 @@ def _fake_layout(fmt: str, videos: Path, splits: Path) -> None:
             _touch(videos / cls / f"v_{cls}_g01_c01.avi")
         _touch(splits / "classInd.txt", "1 ApplyEyeMakeup\r\n2 Archery\r\n")
     elif fmt == "hmdb51":
+        # As many listed training videos as the preset's queue and batch need (vtdl.data.sizes
+        # counts them before any job); one file per class folder is enough for a dry run.
         for cls in ("brush_hair", "cartwheel"):
-            _touch(videos / cls / f"{cls}_video_a.avi")
-            _touch(splits / f"{cls}_test_split1.txt", f"{cls}_video_a.avi 1 \n")
+            _touch(videos / cls / f"{cls}_video_0.avi")
+            lines = "".join(f"{cls}_video_{i}.avi 1 \n" for i in range(2500))
+            _touch(splits / f"{cls}_test_split1.txt", lines)
     else:
         for part in ("train", "val"):
             for cls in ("abseiling", "air drumming"):

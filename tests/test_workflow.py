@@ -58,7 +58,10 @@ def tiny_params() -> dict:
         },
     }
     params["extract"] = {"short_side": 12, "codec": "raw", "quality": 90, "on_error": "fail"}
-    params["pretrain"]["dataset"] = "synth_ucf"
+    # Values these 6 training videos of at most 12 frames can hold (vtdl.data.sizes refuses
+    # the shipped batch, queue and clip length for them before any job).
+    params["pretrain"].update(dataset="synth_ucf", batch_size=2, queue_size=2, clip_len=4)
+    params["downstream"].update(batch_size=4, clip_len=4)
     return params
 
 

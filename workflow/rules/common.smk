@@ -8,6 +8,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.settings.types import DeploymentMethod
 
 from vtdl.config import validate_params
+from vtdl.data.sizes import check_data_params
 from vtdl.errors import VtdlError
 from vtdl import names
 from vtdl.codeinputs import stage_files
@@ -30,6 +31,42 @@ for _name in DATASETS:
             raise WorkflowError(
                 f"params: datasets.{_name}.{_key}: directory not found: {DATASETS[_name][_key]}"
             )
+
+
+def shard_problem(fmt, shard):
+    """Why a class folder cannot go through the workflow (None when it can).
+
+    Every other character is safe: shell commands quote each name (`{wildcards.shard:q}`)
+    and lists are written and read as CSV.
+    """
+    if any(ord(c) < 32 or ord(c) == 127 for c in shard):
+        return "holds a control character (a newline?), which Snakemake's file patterns do not match"
+    if "{" in shard or "}" in shard:
+        return "holds a brace, which Snakemake reads as a wildcard in a file name"
+    if fmt == "ucf101" and any(c.isspace() for c in shard):
+        return "holds whitespace, which UCF101's split files (space-separated fields) cannot name"
+    return None
+
+
+# Class folder names that cannot work stop the run here, naming the folder, not in a job.
+for _name in DATASETS:
+    if _name not in SYNTH_DATASETS:
+        from vtdl.data.extract import list_shards
+
+        for _shard in list_shards(DATASETS[_name]["format"], DATASETS[_name]["videos"]):
+            _problem = shard_problem(DATASETS[_name]["format"], _shard)
+            if _problem:
+                raise WorkflowError(
+                    f"params: datasets.{_name}.videos: class folder {_shard!r} {_problem}; "
+                    "rename it (and its name in the split files)"
+                )
+
+try:
+    # Values the data rules out (a queue or batch the training set cannot fill, a clip longer
+    # than every video), from what is known of the data sets before any job runs.
+    check_data_params(config, source="params")
+except VtdlError as err:
+    raise WorkflowError(str(err)) from None
 
 # The vtdl next to the Python that runs Snakemake: works without an activated venv. With
 # --software-deployment-method conda each job runs in workflow/envs/vtdl.yaml's environment,

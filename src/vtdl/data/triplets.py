@@ -41,6 +41,7 @@ from torch.utils.data import Dataset
 
 from vtdl import seeds
 from vtdl.data.clips import ClipDataset, clip_indices, clip_span
+from vtdl.data.sizes import check_clip_fits
 from vtdl.distributed import share_of_batches
 from vtdl.errors import VtdlError
 
@@ -258,6 +259,9 @@ class TripletDataset(Dataset):
         _check_choice("negative", negative_rule, NEGATIVE_RULES)
         # ClipDataset validates the list and opens frame files with clear errors.
         self.clips = ClipDataset(list_file, frames_root, clip_len, stride)
+        check_clip_fits(
+            (e.frames for e in self.clips.entries), clip_len, stride, "pretrain", list_file
+        )
         self.clip_len, self.stride = clip_len, stride
         self.augment, self.seed, self.views = augment, seed, tuple(views)
         self.sampler, self.negative_rule, self.min_gap = sampler, negative_rule, min_gap
