@@ -26,6 +26,9 @@ def pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
+    # Text is data here (class names, data set names), never a formula: a class named
+    # `cost $x^$` must be printed as written, not fail to parse as mathtext.
+    matplotlib.rcParams["text.parse_math"] = False
     import matplotlib.pyplot as plt
 
     return plt

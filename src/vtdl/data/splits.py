@@ -139,6 +139,12 @@ def _read_lines(path: Path) -> list[tuple[int, str]]:
     return lines
 
 
+def _has_control(text: str) -> bool:
+    """A control character (a newline, a tab, ...): no class name may hold one, as every list,
+    log line and Snakemake file pattern is one line per name."""
+    return any(ord(c) < 32 or ord(c) == 127 for c in text)
+
+
 def _is_int(text: str) -> bool:
     return re.fullmatch(r"[+-]?\d+", text) is not None
 
@@ -196,6 +202,14 @@ def _read_class_ind(path: Path) -> list[str]:
     line_of_name: dict[str, int] = {}
     for n, line in _read_lines(path):
         fields = line.split()
+        if len(fields) > 2 and _is_int(fields[0]):
+            name = line.split(maxsplit=1)[1]
+            problems.add(
+                _where(path, n),
+                f"class {name!r} holds whitespace, which UCF101's split files (fields "
+                "separated by spaces) cannot name: rename its folder and its lines",
+            )
+            continue
         if len(fields) != 2 or not _is_int(fields[0]):
             problems.add(_where(path, n), f"expected '<class id> <class>', got {line!r}")
             continue
@@ -302,7 +316,7 @@ def parse_ucf101(splits_dir: str | Path) -> tuple[list[str], SplitLists]:
 # --------------------------------------------------------------------------------------------
 # HMDB51: testTrainMulti_7030_splits/<class>_test_split<k>.txt, lines `<name>.avi <code>`
 
-_HMDB_FILE = re.compile(r"(?P<cls>.+)_test_split(?P<k>\d+)\.txt")
+_HMDB_FILE = re.compile(r"(?P<cls>.+)_test_split(?P<k>\d+)\.txt", re.DOTALL)
 _HMDB_CODES = {"0": None, "1": "train", "2": "test"}  # 0 = in neither list this split
 
 
@@ -311,6 +325,11 @@ def _hmdb_files(root: Path) -> dict[tuple[str, int], Path]:
     for path in sorted(root.iterdir()):
         match = _HMDB_FILE.fullmatch(path.name)
         if match and path.is_file():
+            if _has_control(match["cls"]):
+                raise VtdlError(
+                    f"{path}: class {match['cls']!r} holds a control character (a newline?): "
+                    "rename the class folder and this file"
+                )
             files[(match["cls"], int(match["k"]))] = path
     return files
 
@@ -452,8 +471,12 @@ def _read_kinetics_csv(
         label = row[index["label"]].strip()
         youtube_id = row[index["youtube_id"]].strip()
         start, end = (_seconds(row[index[key]]) for key in ("time_start", "time_end"))
-        if not label or "/" in label or "\\" in label:
-            problems.add(where, f"bad class label {label!r}")
+        if not label or "/" in label or "\\" in label or _has_control(label):
+            problems.add(
+                where,
+                f"bad class label {label!r} (a label is a folder name: no '/', '\\' or "
+                "control character such as a newline)",
+            )
         elif not youtube_id or _path_problem(youtube_id) or "/" in youtube_id:
             problems.add(where, f"bad youtube_id {youtube_id!r}")
         elif start is None or end is None:
@@ -477,6 +500,11 @@ def _kinetics_from_folders(manifests: Manifests) -> tuple[list[str], SplitLists]
         if len(parts) != 3:
             continue
         which = "train" if parts[0] == "train" else "test" if parts[0] in _K_VAL_FOLDERS else None
+        if which is not None and _has_control(parts[1]):
+            raise VtdlError(
+                f"{manifests.origin[path]}: class folder {parts[1]!r} holds a control character "
+                "(a newline?): rename it"
+            )
         if which is not None:
             lists[which].append(ListedVideo(path, parts[1], str(manifests.origin[path]), None))
     if not lists["train"]:
