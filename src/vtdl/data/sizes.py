@@ -20,10 +20,10 @@ Nothing heavy is imported (no torch, no MLflow): this runs on every `snakemake` 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from vtdl.data.limits import check_clip_fits
 from vtdl.errors import VtdlError
 
 
@@ -45,28 +45,6 @@ class TrainSet:
         if labels_per_class == 0:
             return self.videos
         return sum(min(n, labels_per_class) for n in self.per_class.values())
-
-
-def clip_span(clip_len: int, stride: int) -> int:
-    """Frames from the first to the last frame of a clip (vtdl.data.clips.clip_span)."""
-    return (clip_len - 1) * stride + 1
-
-
-def check_clip_fits(
-    frame_counts: Iterable[int], clip_len: int, stride: int, section: str, where: object
-) -> None:
-    """Raise VtdlError when a clip of `section`.clip_len/stride is longer than every video of
-    the list `where` (its videos' `frame_counts`). A clip longer than some videos is fine:
-    on those it loops."""
-    longest = max(frame_counts, default=0)
-    span = clip_span(clip_len, stride)
-    if longest and span > longest:
-        fits = (longest - 1) // stride + 1
-        raise VtdlError(
-            f"{section}.clip_len: {clip_len} frames at stride {stride} span {span} frames, "
-            f"longer than every video of {where} (the longest has {longest}): allowed "
-            f"{section}.clip_len 1..{fits} at {section}.stride {stride}"
-        )
 
 
 def _synth_set(ds: str, spec: dict, split: int) -> TrainSet:
@@ -137,16 +115,13 @@ class _Sizes:
 def _check_clip(section: str, settings: dict, train: TrainSet, source: str) -> None:
     if train.frames_max is None:
         return
-    clip_len, stride = settings["clip_len"], settings["stride"]
-    span = clip_span(clip_len, stride)
-    if span > train.frames_max:
-        longest = (train.frames_max - 1) // stride + 1
-        raise VtdlError(
-            f"{source}: {section}.clip_len: {clip_len} frames at stride {stride} span {span} "
-            f"frames, longer than every video of {train.name} (at most {train.frames_max} "
-            f"frames, {train.frames_key}): allowed {section}.clip_len 1..{longest} at "
-            f"{section}.stride {stride}"
+    where = f"{train.name} ({train.frames_key})"
+    try:
+        check_clip_fits(
+            [train.frames_max], settings["clip_len"], settings["stride"], section, where
         )
+    except VtdlError as err:
+        raise VtdlError(f"{source}: {err}") from None
 
 
 def check_pretrain(pretrain: dict, train: TrainSet, source: str) -> None:

@@ -41,7 +41,7 @@ from torch.utils.data import Dataset
 
 from vtdl import seeds
 from vtdl.data.clips import ClipDataset, clip_indices, clip_span
-from vtdl.data.sizes import check_clip_fits
+from vtdl.data.limits import check_clip_fits
 from vtdl.distributed import share_of_batches
 from vtdl.errors import VtdlError
 
