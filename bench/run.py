@@ -137,10 +137,13 @@ def one_thread_env() -> dict[str, str]:
 
 
 def write_frame_set(
-    root: Path, videos: int, frames: int = 48, size: tuple[int, int] = (48, 64), codec: str = "raw"
+    root: Path, videos: int, frames: int = 48, size: tuple[int, int] = (40, 53), codec: str = "raw"
 ) -> tuple[Path, Path]:
-    """`videos` frame files of noise (by default raw at the embedded set's size) and their split
-    list; returns (frames root, lists root)."""
+    """`videos` frame files of noise and their split list; returns (frames root, lists root).
+
+    By default raw frames of the embedded set's size as extracted (64x48 videos at params.yaml's
+    short side 40), so the loader does what it does in the pipeline (no resize before the crop).
+    """
     from vtdl.data.framestore import frame_file_path, write_frames
 
     rng = np.random.default_rng(0)
