@@ -134,6 +134,24 @@ def test_the_limits_are_exact_and_unknown_sizes_are_left_to_the_jobs(tmp_path):
         sizes.check_data_params(params)
 
 
+@pytest.mark.parametrize("fmt", ["ucf101", "hmdb51", "kinetics"])
+def test_the_fast_count_of_a_download_equals_what_the_parser_lists(tmp_path, fmt):
+    from split_files import make_hmdb, make_kinetics
+
+    from vtdl.data import splits as sp
+
+    maker = {"ucf101": make_ucf, "hmdb51": make_hmdb, "kinetics": make_kinetics}[fmt]
+    split_dir, _, _ = maker(tmp_path)
+    parse = {"ucf101": sp.parse_ucf101, "hmdb51": sp.parse_hmdb51, "kinetics": sp.parse_kinetics}
+    classes, lists = parse[fmt](split_dir)
+    parsed = {
+        k: {c: n for c in classes if (n := [v.class_name for v in train].count(c))}
+        for k, (train, _) in lists.items()
+    }
+    counted = sp.listed_train_counts(fmt, split_dir)
+    assert {k: {c: n for c, n in v.items() if n} for k, v in counted.items()} == parsed
+
+
 # ---- the CLI stages, on the lists they are given -------------------------------------------
 
 

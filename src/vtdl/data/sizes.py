@@ -20,6 +20,7 @@ Nothing heavy is imported (no torch, no MLflow): this runs on every `snakemake` 
 
 from __future__ import annotations
 
+import csv
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,20 +69,12 @@ def _synth_set(ds: str, spec: dict, split: int) -> TrainSet:
 def _listed_sets(fmt: str, splits_dir: Path) -> dict[int, dict[str, int]] | None:
     """Training videos per class of every split the official files define; None when they
     cannot be read (the `splits` job reports why)."""
-    from vtdl.data import splits as sp
+    from vtdl.data.splits import listed_train_counts
 
-    parse = {"ucf101": sp.parse_ucf101, "hmdb51": sp.parse_hmdb51, "kinetics": sp.parse_kinetics}
     try:
-        classes, lists = parse[fmt](splits_dir)
-    except (VtdlError, OSError, KeyError):
+        return listed_train_counts(fmt, splits_dir) or None
+    except (VtdlError, OSError, UnicodeDecodeError, csv.Error):
         return None
-    found = {}
-    for k, (train, _) in lists.items():
-        counts = dict.fromkeys(classes, 0)
-        for item in train:
-            counts[item.class_name] = counts.get(item.class_name, 0) + 1
-        found[k] = counts
-    return found
 
 
 class _Sizes:
