@@ -8,6 +8,14 @@ loss asks the anchor to pick its positive out of the queue of earlier keys and t
 Temporal Consistent Augmentation is not applied here: the training loop applies
 `vtdl.augment.temporal_consistent_augmentation` to the anchor batch when the method's entry in
 `vtdl.names.METHODS` has `tca`.
+
+Every model `vtdl pretrain` trains keeps one contract, so the loop has no branch per method:
+`inputs` names the batch entries its forward takes (as keywords, plus `last_micro_batch`);
+forward returns {"loss", "logits", "metrics"}; `backbone` is the encoder handed downstream;
+`rank_checked()` names the state every data-parallel rank must hold identically, and
+`check_training_set(videos, step_batch)` refuses a training set the model cannot use.
+`TemporalMoCo` is the model of the self-supervised methods, `SupervisedReference` the one of
+the supervised reference; `build_pretraining_model` picks by the method's kind.
 """
 
 from __future__ import annotations
@@ -21,8 +29,10 @@ from torch import Tensor, nn
 from vtdl import distributed
 from vtdl.errors import VtdlError
 from vtdl.losses import pretext_metrics, temporal_info_nce, triplet_margin
-from vtdl.models.heads import BackboneWithHead, ProjectionHead
-from vtdl.names import METHODS, SELF_SUPERVISED_METHODS, Method
+from vtdl.models import build_backbone
+from vtdl.models.heads import BackboneWithHead, ProjectionHead, build_classifier_head
+from vtdl.names import METHODS, REFERENCE, SELF_SUPERVISED_METHODS, Method
+from vtdl.settings import PretrainSettings
 
 
 def method_spec(name: str, key: str = "pretrain.method") -> Method:
@@ -146,6 +156,19 @@ class TemporalMoCo(nn.Module):
     def backbone(self) -> nn.Module:
         """The query encoder's backbone: the weights fine-tuning and the probes start from."""
         return self.encoder_q.backbone
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """The batch entries forward takes: the triplet, or the pair without the negative."""
+        return ("anchor", "positive", "negative") if self.use_negative else ("anchor", "positive")
+
+    def rank_checked(self) -> dict[str, Tensor]:
+        """State data-parallel ranks must agree on besides the weights: the queue."""
+        return {"the memory queue": self.queue}
+
+    def check_training_set(self, num_videos: int, step_batch: int) -> None:
+        """Refuse a queue that would hold the step's own videos (`validate_queue_size`)."""
+        validate_queue_size(self.queue.shape[0], num_videos, step_batch)
 
     def train(self, mode: bool = True) -> TemporalMoCo:
         """Set the mode; in training the key encoder runs dropout-free but with batch-norm
@@ -278,3 +301,58 @@ class TemporalMoCo(nn.Module):
                 self._dequeue_and_enqueue(torch.cat(self._pending_keys))
                 self._pending_keys = []
         return {"loss": loss, "logits": logits.detach(), "metrics": metrics}
+
+
+class SupervisedReference(BackboneWithHead):
+    """The supervised reference: the backbone trained with every label of the pretraining
+    list, with the classifier fine-tuning uses (`build_classifier_head`), behind the same
+    contract as `TemporalMoCo` (see the module docstring). Its state dict is a classifier's:
+    `backbone.*` and `head.*`."""
+
+    inputs = ("anchor", "label")
+
+    def forward(
+        self, anchor: Tensor, label: Tensor, last_micro_batch: bool = True
+    ) -> dict[str, Tensor | dict[str, Tensor]]:
+        """Cross-entropy of the clips' logits against their labels.
+
+        Returns:
+            {"loss": scalar with gradient, "logits": (B, classes) detached,
+             "metrics": detached 0-d tensors: loss, train_top1}.
+        """
+        logits = self.head(self.backbone(anchor))
+        loss = F.cross_entropy(logits.float(), label)
+        top1 = (logits.argmax(dim=1) == label).float().mean()
+        metrics = {"loss": loss.detach(), "train_top1": top1}
+        return {"loss": loss, "logits": logits.detach(), "metrics": metrics}
+
+    def rank_checked(self) -> dict[str, Tensor]:
+        return {}
+
+    def check_training_set(self, num_videos: int, step_batch: int) -> None:
+        """Any training set of at least one batch will do (the loop checks the batch)."""
+
+
+def build_pretraining_model(
+    method: str,
+    backbone_name: str,
+    settings: PretrainSettings,
+    num_classes: int,
+    queue_generator: torch.Generator,
+) -> TemporalMoCo | SupervisedReference:
+    """The model of a pretraining method (global generators seeded by the caller: they draw the
+    initial weights); `queue_generator` draws TemporalMoCo's initial queue."""
+    backbone = build_backbone(backbone_name, **settings.options_of(backbone_name))
+    if METHODS[method].kind == REFERENCE:
+        head = build_classifier_head(backbone_name, backbone.feature_dim, num_classes)
+        return SupervisedReference(backbone, head)
+    return TemporalMoCo(
+        backbone,
+        dim=settings.dim,
+        queue_size=settings.queue_size,
+        momentum=settings.ema,
+        tau=settings.tau,
+        use_negative=method_spec(method).temporal_negative,
+        generator=queue_generator,
+        bn_splits=settings.bn_splits,
+    )

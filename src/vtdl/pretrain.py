@@ -24,118 +24,88 @@ import dataclasses
 import json
 import time
 from collections import defaultdict
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
 from vtdl import distributed, seeds, tracking
 from vtdl.augment import JITTER_OPS, ClipAugment, temporal_consistent_augmentation
-from vtdl.checkpoint import (
-    load_resumable,
-    rng_state,
-    save_checkpoint,
-    save_encoder,
-    set_rng_state,
-)
-from vtdl.config import add_settings_argument, load_settings
+from vtdl.checkpoint import save_checkpoint, save_encoder
+from vtdl.config import load_settings
 from vtdl.data.clips import read_list
 from vtdl.data.triplets import EpochShuffle, TripletDataset
 from vtdl.errors import VtdlError
 from vtdl.fsutil import atomic_write_json, sha256_file
-from vtdl.models import BackboneWithHead, ClassifierHead, build_backbone
-from vtdl.names import PRETRAINED_METHODS, SUPERVISED
-from vtdl.pretext import TemporalMoCo, method_spec, validate_queue_size
+from vtdl.names import METHODS, PRETRAINED_METHODS
+from vtdl.pretext import build_pretraining_model
 from vtdl.progress import progress
-from vtdl.runtime import (
-    Runtime,
-    add_resource_arguments,
-    build_optimizer,
-    lr_at,
-    select_runtime,
-    set_lr,
-)
-
-
-def _views(method: str) -> tuple[str, ...]:
-    if method == SUPERVISED:
-        return ("anchor",)
-    if method_spec(method).temporal_negative:
-        return ("anchor", "positive", "negative")
-    return ("anchor", "positive")
-
-
-def backbone_options(settings: dict, backbone_name: str) -> dict[str, Any]:
-    """The constructor options params.yaml gives this backbone (`pretrain.backbone_options`)."""
-    return settings.get("backbone_options", {}).get(backbone_name, {})
+from vtdl.runtime import Runtime, select_runtime
+from vtdl.settings import PretrainSettings
+from vtdl.training import TrainState, add_stage_arguments, use_threads
 
 
 def build_model(
-    method: str, backbone_name: str, settings: dict, num_classes: int, seed: int
+    method: str,
+    backbone_name: str,
+    settings: PretrainSettings | Mapping[str, Any],
+    num_classes: int,
+    seed: int,
 ) -> nn.Module:
     """The model a job trains, initialised from `seed` alone."""
     seeds.seed_everything(seed)
-    backbone = build_backbone(backbone_name, **backbone_options(settings, backbone_name))
-    if method == SUPERVISED:
-        return BackboneWithHead(backbone, ClassifierHead(backbone.feature_dim, num_classes))
-    return TemporalMoCo(
-        backbone,
-        dim=settings["dim"],
-        queue_size=settings["queue_size"],
-        momentum=settings["ema"],
-        tau=settings["tau"],
-        use_negative=method_spec(method).temporal_negative,
-        generator=seeds.torch_generator(seed, seeds.QUEUE),
-        bn_splits=settings["bn_splits"],
+    settings = PretrainSettings.of(settings)
+    return build_pretraining_model(
+        method, backbone_name, settings, num_classes, seeds.torch_generator(seed, seeds.QUEUE)
     )
 
 
 class _Job:
     """State and steps of one pretraining run."""
 
-    def __init__(self, args: argparse.Namespace, settings: dict) -> None:
+    def __init__(self, args: argparse.Namespace, settings: PretrainSettings) -> None:
         self.args, self.settings = args, settings
         self.method, self.backbone_name, self.seed = args.method, args.backbone, args.seed
         self.out = Path(args.out)
-        runtime = select_runtime(settings["device"], settings["amp"], settings["channels_last"])
+        runtime = select_runtime(settings.device, settings.amp, settings.channels_last)
         # Under torchrun: join the process group; each rank trains on its own device.
         self.place, device = distributed.init(runtime.device)
         self.runtime: Runtime = dataclasses.replace(runtime, device=device)
-        self.list_file = list_file = Path(args.lists) / f"split{settings['split']}" / "train.csv"
+        self.list_file = list_file = Path(args.lists) / f"split{settings.split}" / "train.csv"
         entries = read_list(list_file)
         self.num_classes = max(e.label for e in entries) + 1
-        batch = settings["batch_size"]
-        if self.method != SUPERVISED:
-            # One optimizer step enqueues the keys of all its micro-batches.
-            validate_queue_size(
-                settings["queue_size"], len(entries), batch * settings["grad_accum"]
-            )
+        batch = settings.batch_size
         if len(entries) < batch:
             raise VtdlError(
                 f"pretrain.batch_size: {batch} is more than the {len(entries)} training videos "
                 f"of {list_file}"
             )
+        self.model = build_model(
+            self.method, self.backbone_name, settings, self.num_classes, self.seed
+        )
+        # One optimizer step enqueues the keys of all its micro-batches.
+        self.model.check_training_set(len(entries), batch * settings.grad_accum)
         augment = ClipAugment(
-            settings["crop_size"],
-            settings["resize_short"],
-            rotation=settings["rotation"],
-            **dict(zip(JITTER_OPS, settings["color_jitter"], strict=True)),
-            faithful_jitter=settings["faithful_jitter"],
+            settings.crop_size,
+            settings.resize_short,
+            rotation=settings.rotation,
+            **dict(zip(JITTER_OPS, settings.color_jitter, strict=True)),
+            faithful_jitter=settings.faithful_jitter,
         )
         self.dataset = TripletDataset(
             list_file,
             args.frames,
-            settings["clip_len"],
-            settings["stride"],
+            settings.clip_len,
+            settings.stride,
             augment,
             seed=self.seed,
-            views=_views(self.method),
-            sampler=settings["sampler"],
-            negative_rule=settings["negative"],
-            min_gap=settings["min_gap"],
+            views=tuple(v for v in self.model.inputs if v in TripletDataset.VIEWS),
+            sampler=settings.sampler,
+            negative_rule=settings.negative,
+            min_gap=settings.min_gap,
         )
         # Each rank loads its share of every global batch of `batch_size` (vtdl.distributed).
         self.share = distributed.per_rank_batch(batch, self.place.world_size, "pretrain.batch_size")
@@ -144,65 +114,43 @@ class _Job:
         )
         self.loader: DataLoader | None = None
         self.steps_per_epoch = len(entries) // batch  # drop_last: every step sees a full batch
-        self.model = build_model(
-            self.method, self.backbone_name, settings, self.num_classes, self.seed
-        )
         self.model.to(self.runtime.device)
         if self.runtime.channels_last:
             self.model.to(memory_format=torch.channels_last_3d)
         # What the steps call: the model itself, or under torchrun its DistributedDataParallel
         # wrapper (gradients averaged over ranks); checkpoints hold the model's own state.
         self.step_model = distributed.wrap(self.model, self.runtime.device)
-        self.optimizer = build_optimizer(
-            [p for p in self.model.parameters() if p.requires_grad], settings
+        self.train_state = TrainState(
+            self.model,
+            settings.build_optimizer([p for p in self.model.parameters() if p.requires_grad]),
+            self.runtime.grad_scaler(),
+            settings,
         )
-        self.scaler = self.runtime.grad_scaler()
-        self.tca = self.method != SUPERVISED and method_spec(self.method).tca
+        self.tca = METHODS[self.method].tca
         self.identity = {
             "method": self.method,
             "backbone": self.backbone_name,
             "seed": self.seed,
             "dataset": args.dataset,
-            "settings": settings,
+            "settings": settings.as_dict(),
             "train_list_sha256": sha256_file(list_file),
         }
         self.digest = tracking.params_digest(self.identity)
-        self.epoch = 0
-        self.run_id: str | None = None
 
-    # ------------------------------------------------------------------ checkpoints
+    @property
+    def epoch(self) -> int:
+        return self.train_state.epoch
 
-    def state(self) -> dict[str, Any]:
-        return {
-            "params_digest": self.digest,
-            "epoch": self.epoch,
-            "step": self.epoch * self.steps_per_epoch,
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "grad_scaler": self.scaler.state_dict(),
-            "rng": rng_state(),  # CPU and CUDA generators (dropout of the supervised head)
-            "mlflow_run_id": self.run_id or "",
-        }
-
-    def resume(self) -> bool:
-        """Continue from checkpoint.pt if it holds this job (every rank reads it)."""
-        state = load_resumable(self.out / "checkpoint.pt", self.digest)
-        if state is None:
-            return False
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scaler.load_state_dict(state["grad_scaler"])
-        set_rng_state(state["rng"])
-        self.epoch = int(state["epoch"])
-        self.run_id = state["mlflow_run_id"] or None
-        return True
+    def checkpoint(self) -> dict[str, Any]:
+        return self.train_state.state_dict(self.digest, step=self.epoch * self.steps_per_epoch)
 
     def check_ranks_agree(self) -> None:
-        """Under torchrun: refuse to checkpoint unless every rank holds rank 0's queue and
-        weights (a drifted rank would have trained against other negatives)."""
-        if self.place.is_distributed and self.method != SUPERVISED:
-            distributed.check_identical(self.model.queue, "the memory queue")
+        """Under torchrun: refuse to checkpoint unless every rank holds rank 0's weights and
+        the model's other shared state (the queue; a drifted rank would have trained against
+        other negatives)."""
         if self.place.is_distributed:
+            for what, tensor in self.model.rank_checked().items():
+                distributed.check_identical(tensor, what)
             first = next(self.model.parameters()).detach()
             distributed.check_identical(first, "the first weight tensor")
 
@@ -214,7 +162,7 @@ class _Job:
         them through the sampler's (epoch, index) keys."""
         self.sampler.epoch = self.epoch
         if self.loader is None:
-            workers = self.settings["num_workers"]
+            workers = self.settings.num_workers
             self.loader = DataLoader(
                 self.dataset,
                 batch_size=self.share,
@@ -229,45 +177,29 @@ class _Job:
 
     def _forward(self, batch: dict[str, torch.Tensor], step: int, last: bool) -> dict[str, Any]:
         """The loss and metrics of one micro-batch; `last`: it ends an optimizer step."""
-        to = self.runtime.to_device
-        anchor = to(batch["anchor"])
+        inputs = {name: self.runtime.to_device(batch[name]) for name in self.model.inputs}
         with self.runtime.autocast():
-            if self.method == SUPERVISED:
-                logits = self.step_model(anchor)
-                labels = batch["label"].to(self.runtime.device)
-                loss = F.cross_entropy(logits.float(), labels)
-                top1 = (logits.argmax(dim=1) == labels).float().mean()
-                return {"loss": loss, "metrics": {"loss": loss.detach(), "train_top1": top1}}
             if self.tca:  # the global batch's draws: this rank's rows of them
-                anchor = temporal_consistent_augmentation(
-                    anchor,
-                    self.settings["tca_alpha"],
+                inputs["anchor"] = temporal_consistent_augmentation(
+                    inputs["anchor"],
+                    self.settings.tca_alpha,
                     seeds.torch_generator(self.seed, seeds.TCA_STEP, step),
-                    global_batch=self.settings["batch_size"],
+                    global_batch=self.settings.batch_size,
                     offset=self.place.rank * self.share,
                 )
-            negative = to(batch["negative"]) if "negative" in batch else None
-            return self.step_model(anchor, to(batch["positive"]), negative, last_micro_batch=last)
+            return self.step_model(**inputs, last_micro_batch=last)
 
     def train_epoch(self, run: tracking.Run) -> dict[str, float]:
-        accum = self.settings["grad_accum"]
-        lr = lr_at(
-            self.epoch,
-            self.settings["lr"],
-            self.settings["lr_schedule"],
-            self.settings["epochs"],
-            self.settings["milestones"],
-            self.settings["lr_gamma"],
-            self.settings["warmup_epochs"],
-        )
-        set_lr(self.optimizer, lr)
+        accum = self.settings.grad_accum
+        optimizer, scaler = self.train_state.optimizer, self.train_state.scaler
+        lr = self.train_state.start_epoch()
         self.model.train()
         sums: dict[str, float] = defaultdict(float)
         waited = 0.0
         epoch_start = tick = time.perf_counter()
         bar = progress(
             self._loader(),
-            f"pretrain {self.method} epoch {self.epoch + 1}/{self.settings['epochs']}",
+            f"pretrain {self.method} epoch {self.epoch + 1}/{self.settings.epochs}",
             total=self.steps_per_epoch,
             unit="batch",
         )
@@ -286,11 +218,11 @@ class _Job:
                 syncing = self.step_model.no_sync()
             with syncing:
                 out = self._forward(batch, step, last)
-                self.scaler.scale(out["loss"] / group).backward()
+                scaler.scale(out["loss"] / group).backward()
             if last:
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-                self.optimizer.zero_grad(set_to_none=True)
+                scaler.step(optimizer)
+                scaler.update()
+                optimizer.zero_grad(set_to_none=True)
             metrics = {name: float(value) for name, value in out["metrics"].items()}
             metrics = distributed.mean_over_ranks(metrics, self.runtime.device)  # global batch
             tick = time.perf_counter()
@@ -304,31 +236,33 @@ class _Job:
                 sums[name] += value
         elapsed = time.perf_counter() - epoch_start
         means = {name: total / self.steps_per_epoch for name, total in sums.items()}
-        means["clips_per_s"] = self.steps_per_epoch * self.settings["batch_size"] / elapsed
+        means["clips_per_s"] = self.steps_per_epoch * self.settings.batch_size / elapsed
         means["data_wait_frac"] = waited / elapsed
-        self.epoch += 1
+        self.train_state.epoch += 1
         run.log_metrics({f"pretrain/epoch/{k}": v for k, v in means.items()}, step=self.epoch)
         return means
 
 
-def _tags(args: argparse.Namespace, settings: dict) -> dict[str, Any]:
+def _tags(args: argparse.Namespace, settings: PretrainSettings) -> dict[str, Any]:
     return {
         "dataset": args.dataset,
         "backbone": args.backbone,
         "method": args.method,
         "seed": args.seed,
-        "split": settings["split"],
+        "split": settings.split,
     }
 
 
-def pretrain(args: argparse.Namespace, settings: dict) -> dict[str, Any]:
+def pretrain(
+    args: argparse.Namespace, settings: PretrainSettings | Mapping[str, Any]
+) -> dict[str, Any]:
     """Run (or resume) one pretraining job; returns the summary written to summary.json.
 
     Under torchrun every rank trains and rank 0 alone logs and writes; the other ranks return
     an empty summary.
     """
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    use_threads(args)
+    settings = PretrainSettings.of(settings)
     try:
         job = _Job(args, settings)
         return _train(job, args, settings)
@@ -336,12 +270,18 @@ def pretrain(args: argparse.Namespace, settings: dict) -> dict[str, Any]:
         distributed.shutdown()
 
 
-def _train(job: _Job, args: argparse.Namespace, settings: dict) -> dict[str, Any]:
+def _train(job: _Job, args: argparse.Namespace, settings: PretrainSettings) -> dict[str, Any]:
     main, say = job.place.is_main, job.place.say
-    if job.resume():
-        say(f"resuming from {job.out / 'checkpoint.pt'} at epoch {job.epoch}", flush=True)
-    epochs = settings["epochs"]
-    params = {"method": args.method, "backbone": args.backbone, "seed": args.seed, **settings}
+    checkpoint = job.out / "checkpoint.pt"
+    if job.train_state.resume(checkpoint, job.digest):  # every rank reads it
+        say(f"resuming from {checkpoint} at epoch {job.epoch}", flush=True)
+    epochs = settings.epochs
+    params = {
+        "method": args.method,
+        "backbone": args.backbone,
+        "seed": args.seed,
+        **settings.as_dict(),
+    }
     run_name = f"{args.method} {args.backbone} s{args.seed}"
     tags = _tags(args, settings)
     if job.place.is_distributed:  # not a parameter: a run may resume on another world size
@@ -352,13 +292,13 @@ def _train(job: _Job, args: argparse.Namespace, settings: dict) -> dict[str, Any
         params,
         tags,
         run_name=run_name,
-        resume_run_id=job.run_id,
+        resume_run_id=job.train_state.run_id,
         system_metrics=True,
         enabled=main,
     ) as run:
-        job.run_id = run.run_id or job.run_id
+        job.train_state.run_id = run.run_id or job.train_state.run_id
         run.log_dataset(
-            f"{args.dataset}/split{settings['split']}/train",
+            f"{args.dataset}/split{settings.split}/train",
             job.list_file,
             job.identity["train_list_sha256"],
             "training",
@@ -377,10 +317,10 @@ def _train(job: _Job, args: argparse.Namespace, settings: dict) -> dict[str, Any
                 + ", ".join(f"{k} {v:.4g}" for k, v in sorted(means.items())),
                 flush=True,
             )
-            if job.epoch % settings["checkpoint_every"] == 0 or job.epoch == epochs:
+            if settings.checkpoint_due(job.epoch):
                 job.check_ranks_agree()
                 if main:
-                    save_checkpoint(job.out / "checkpoint.pt", job.state())
+                    save_checkpoint(checkpoint, job.checkpoint())
                 run.flush()
         if not main:
             return {}
@@ -388,12 +328,16 @@ def _train(job: _Job, args: argparse.Namespace, settings: dict) -> dict[str, Any
 
 
 def _write_outputs(
-    job: _Job, args: argparse.Namespace, settings: dict, run: tracking.Run, means: dict
+    job: _Job,
+    args: argparse.Namespace,
+    settings: PretrainSettings,
+    run: tracking.Run,
+    means: dict,
 ) -> dict[str, Any]:
     """checkpoint.pt (if a finished run was re-started without one), encoder.pt, summary.json."""
     checkpoint = job.out / "checkpoint.pt"
     if not checkpoint.is_file():  # a finished run re-started with no checkpoint to write
-        save_checkpoint(checkpoint, job.state())
+        save_checkpoint(checkpoint, job.checkpoint())
     checksum = sha256_file(checkpoint)
     run.set_tags({"checkpoint_path": str(checkpoint), "checkpoint_sha256": checksum})
     backbone = job.model.backbone
@@ -406,7 +350,7 @@ def _write_outputs(
     save_encoder(
         job.out / "encoder.pt",
         args.backbone,
-        backbone_options(settings, args.backbone),
+        settings.options_of(args.backbone),
         backbone.state_dict(),
         source,
     )
@@ -434,12 +378,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lists", required=True, help="canonical split lists: data/splits/<ds>")
     parser.add_argument("--frames", required=True, help="frames root: data/frames/<ds>")
     parser.add_argument("--out", required=True, help="output folder of this job")
-    add_settings_argument(parser, "pretrain")
-    add_resource_arguments(parser)
+    add_stage_arguments(parser, "pretrain")
 
 
 def run(args: argparse.Namespace) -> None:
-    settings = load_settings(args.settings, "pretrain")
+    settings = PretrainSettings.from_section(load_settings(args.settings, "pretrain"))
     summary = pretrain(args, settings)
     if summary:  # rank 0 (the only one under torchrun that writes)
         print(json.dumps(summary, indent=2, sort_keys=True))

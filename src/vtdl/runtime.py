@@ -1,4 +1,4 @@
-"""Where and how training runs: device, mixed precision, learning-rate schedules.
+"""Where and how training runs: device, mixed precision, the `--threads`/`--gpus` options.
 
 One place for these choices so pretraining and every downstream stage behave alike: CUDA when
 present (bf16 autocast where the GPU supports it, else fp16 with a grad scaler), deterministic
@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import math
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -69,44 +67,6 @@ def select_runtime(device: str = "auto", amp: str = "auto", channels_last: bool 
     else:
         amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
     return Runtime(dev, amp_dtype, channels_last and dev.type == "cuda")
-
-
-def lr_at(
-    epoch: int,
-    base_lr: float,
-    schedule: str,
-    epochs: int,
-    milestones=(),
-    gamma=0.1,
-    warmup_epochs: int = 0,
-) -> float:
-    """Learning rate for an epoch, as a pure function: nothing to checkpoint, nothing to drift.
-
-    schedule: `multistep` (x gamma at each milestone epoch: the paper's 120/160/200),
-    `cosine` (to zero at `epochs`) or `constant`; optional linear warm-up.
-    """
-    if warmup_epochs and epoch < warmup_epochs:
-        return base_lr * (epoch + 1) / warmup_epochs
-    if schedule == "multistep":
-        return base_lr * gamma ** sum(epoch >= m for m in milestones)
-    if schedule == "cosine":
-        return 0.5 * base_lr * (1 + math.cos(math.pi * epoch / max(1, epochs)))
-    if schedule == "constant":
-        return base_lr
-    raise VtdlError(f"lr_schedule: unknown schedule {schedule!r} (multistep, cosine, constant)")
-
-
-def build_optimizer(params: Iterable, settings: dict) -> torch.optim.Optimizer:
-    """SGD (the paper's; `momentum`) or Adam from a settings block with `optimizer`, `lr`,
-    `momentum` and `weight_decay`; `params` may be parameter groups carrying "lr_scale"."""
-    if settings["optimizer"] == "sgd":
-        return torch.optim.SGD(
-            params,
-            lr=settings["lr"],
-            momentum=settings["momentum"],
-            weight_decay=settings["weight_decay"],
-        )
-    return torch.optim.Adam(params, lr=settings["lr"], weight_decay=settings["weight_decay"])
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:

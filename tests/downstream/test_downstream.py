@@ -23,6 +23,7 @@ from vtdl.downstream import cached, features, finetune, grid, linear, retrieval
 from vtdl.downstream.job import FEATURE_SETTINGS, labelled_subset
 from vtdl.errors import VtdlError
 from vtdl.models import build_backbone
+from vtdl.settings import FinetuneSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 CLASSES = ["Left", "Right", "Up"]
@@ -89,12 +90,14 @@ def test_grid_targets_settings_and_options():
 
 
 def test_original_preset_sets_the_learning_rate_by_format():
-    section = load_settings(str(ROOT / "params.yaml"), "downstream")["finetune"]
-    original = {**section, "preset": "original"}
-    assert finetune.resolve_recipe(original, "hmdb51")["lr"] == 1e-3
+    section = FinetuneSettings.from_section(
+        load_settings(str(ROOT / "params.yaml"), "downstream")["finetune"]
+    )
+    original = section.replace(preset="original")
+    assert finetune.resolve_recipe(original, "hmdb51").lr == 1e-3
     recipe = finetune.resolve_recipe(original, "ucf101")
-    assert recipe["lr"] == 5e-4 and recipe["optimizer"] == "sgd" and recipe["epochs"] == 45
-    assert recipe["milestones"] == [10, 20, 25, 30, 35, 40] and recipe["lr_gamma"] == 0.3
+    assert recipe.lr == 5e-4 and recipe.optimizer == "sgd" and recipe.epochs == 45
+    assert recipe.milestones == [10, 20, 25, 30, 35, 40] and recipe.lr_gamma == 0.3
     with pytest.raises(VtdlError, match="preset"):
         finetune.resolve_recipe(original, None)
     assert finetune.resolve_recipe(section, None) == section
@@ -236,7 +239,7 @@ def test_interrupted_finetune_resumes_to_the_same_weights(tiny, monkeypatch):
     real_epoch = finetune.train_one_epoch
 
     def killed_in_epoch_3(trainer):
-        if trainer.epoch == 2:  # after the checkpoint of epoch 2
+        if trainer.train_state.epoch == 2:  # after the checkpoint of epoch 2
             raise KeyboardInterrupt
         return real_epoch(trainer)
 
@@ -264,7 +267,7 @@ def test_changed_settings_start_afresh_instead_of_resuming(tiny, monkeypatch):
     real_epoch = finetune.train_one_epoch
 
     def killed(trainer):
-        if trainer.epoch == 2:
+        if trainer.train_state.epoch == 2:
             raise KeyboardInterrupt
         return real_epoch(trainer)
 

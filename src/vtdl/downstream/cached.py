@@ -70,10 +70,10 @@ def prepare(args: argparse.Namespace, protocol: str) -> tuple[JobSpec, Features]
     features = load_features(args.features)
     meta = features.meta
     for key in FEATURE_KEYS:
-        if settings[key] != meta["settings"][key]:
+        if getattr(settings, key) != meta["settings"][key]:
             raise VtdlError(
                 f"--features {args.features} was computed with downstream.{key} = "
-                f"{meta['settings'][key]!r}, but --settings gives {settings[key]!r} "
+                f"{meta['settings'][key]!r}, but --settings gives {getattr(settings, key)!r} "
                 "(re-run vtdl features)"
             )
     job = JobSpec(

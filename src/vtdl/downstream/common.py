@@ -15,14 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset, Subset
 
 from vtdl.augment import ClipAugment, ClipEval
 from vtdl.checkpoint import load_encoder
-from vtdl.config import add_settings_argument
 from vtdl.data.clips import ClipDataset, VideoEntry, read_list
+from vtdl.data.limits import check_clip_fits
 from vtdl.downstream.job import (
     JobSpec,
     finish,
@@ -35,8 +34,9 @@ from vtdl.errors import VtdlError
 from vtdl.fsutil import sha256_file
 from vtdl.models import build_backbone, global_average_pool
 from vtdl.names import METHODS, SCRATCH
-from vtdl.runtime import Runtime, add_resource_arguments, select_runtime
+from vtdl.runtime import Runtime, select_runtime
 from vtdl.seeds import seed_everything
+from vtdl.training import add_stage_arguments, use_threads
 
 __all__ = [
     "Job",
@@ -85,18 +85,18 @@ class Job(JobSpec):
         CPU affords).
         """
         s = self.settings
-        brightness, contrast, saturation, hue = s["color_jitter"]
+        brightness, contrast, saturation, hue = s.color_jitter
         augment = ClipAugment(
-            s["crop_size"],
-            s["resize_short"],
-            rotation=s["rotation"],
+            s.crop_size,
+            s.resize_short,
+            rotation=s.rotation,
             brightness=brightness,
             contrast=contrast,
             saturation=saturation,
             hue=hue,
         )
         dataset = ClipDataset(
-            self.train_list, self.frames, s["clip_len"], s["stride"], "random", transform=augment
+            self.train_list, self.frames, s.clip_len, s.stride, "random", transform=augment
         )
         return Subset(dataset, list(indices))
 
@@ -111,11 +111,11 @@ class Job(JobSpec):
         dataset = ClipDataset(
             self.train_list if which == "train" else self.test_list,
             self.frames,
-            s["clip_len"],
-            s["stride"],
+            s.clip_len,
+            s.stride,
             "uniform",
             num_clips=num_clips,
-            transform=ClipEval(s["crop_size"], s["resize_short"]),
+            transform=ClipEval(s.crop_size, s.resize_short),
         )
         return dataset if indices is None else Subset(dataset, list(indices))
 
@@ -136,8 +136,7 @@ def _check_same(what: str, given: Any, recorded: Any, path: str) -> None:
 def prepare_job(args: argparse.Namespace, protocol: str) -> Job:
     """Resolve the command line: settings, encoder (or scratch backbone), lists, runtime."""
     settings = resolve_settings(args.settings, protocol)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    use_threads(args)
     lists, frames = Path(args.lists), Path(args.frames)
     if not frames.is_dir():
         raise VtdlError(f"--frames {frames}: directory not found")
@@ -153,6 +152,23 @@ def prepare_job(args: argparse.Namespace, protocol: str) -> Job:
             )
         if not entries:
             raise VtdlError(f"{lists / f'split{args.split}' / f'{list_name}.csv'}: no videos")
+    check_clip_fits(
+        (e.frames for e in train_entries + test_entries),
+        settings.clip_len,
+        settings.stride,
+        "downstream",
+        lists / f"split{args.split}",
+    )
+    if protocol == "finetune":
+        # How many videos the labelled subset holds does not depend on the seed's draw.
+        per_class = settings.labels_per_class
+        labelled = len(labelled_subset([e.label for e in train_entries], per_class, 0))
+        if settings.batch_size > labelled:
+            raise VtdlError(
+                f"downstream.batch_size: {settings.batch_size} is more than the {labelled} "
+                f"labelled training videos of {lists / f'split{args.split}' / 'train.csv'} "
+                f"(downstream.labels_per_class {per_class}): allowed 1..{labelled}"
+            )
 
     if args.encoder == "none":
         if not args.backbone:
@@ -189,7 +205,7 @@ def prepare_job(args: argparse.Namespace, protocol: str) -> Job:
         if method is None or seed is None:
             raise VtdlError(f"--encoder {path}: records no method/seed; give --method and --seed")
         seed = int(seed)
-    runtime = select_runtime(settings["device"], settings["amp"], settings["channels_last"])
+    runtime = select_runtime(settings.device, settings.amp, settings.channels_last)
     source = (record or {}).get("source", {})
     return Job(
         protocol=protocol,
@@ -247,5 +263,4 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frames", required=True, help="frames root: data/frames/<ds>")
     parser.add_argument("--pretrain-dataset", help="pretraining data set (tag; checked)")
     parser.add_argument("--out", required=True, help="result JSON to write")
-    add_settings_argument(parser, "downstream")
-    add_resource_arguments(parser)
+    add_stage_arguments(parser, "downstream")

@@ -38,11 +38,10 @@ def clip_outputs(
 
     Returns (outputs (V, N, K) float32, labels (V,)), one row per video in dataset order.
     """
-    s = job.settings
-    workers = s["num_workers"]
+    workers = job.settings.num_workers
     loader = DataLoader(
         dataset,
-        batch_size=s["eval_batch_size"],
+        batch_size=job.settings.eval_batch_size,
         shuffle=False,
         num_workers=workers,
         collate_fn=_collate_clips,

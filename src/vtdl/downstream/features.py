@@ -47,7 +47,7 @@ def compute_features(args: argparse.Namespace) -> dict[str, Any]:
     centre, _ = evaluate.clip_outputs(
         features_of, job.eval_dataset("test", 1), job, "features test centre"
     )
-    meta = {"format_version": FORMAT_VERSION, **job.identity(), "settings": job.settings}
+    meta = {"format_version": FORMAT_VERSION, **job.identity(), "settings": job.settings.as_dict()}
     with atomic_path(job.out) as tmp, open(tmp, "wb") as f:
         np.savez(
             f,

@@ -9,9 +9,10 @@ Protocol (docs/method.md §7, without the original's defects):
   `test_clips` uniformly spaced centre-cropped clips (softmax averaged).
 
 Optimiser (`downstream.finetune`): Adam (default) or SGD, with the encoder's learning rate
-scaled by `backbone_lr_scale`, and a `runtime.lr_at` schedule. `preset: original` replaces all
-of that by the original's recipe: SGD momentum 0.9, no weight decay, lr 1e-3 (hmdb51) or
-5e-4 (ucf101), x0.3 at epochs 10/20/25/30/35/40, 45 epochs, one learning rate for all layers.
+scaled by `backbone_lr_scale`, and the schedule of `vtdl.settings.Recipe.lr_at`.
+`preset: original` replaces all of that by the original's recipe: SGD momentum 0.9, no weight
+decay, lr 1e-3 (hmdb51) or 5e-4 (ucf101), x0.3 at epochs 10/20/25/30/35/40, 45 epochs, one
+learning rate for all layers.
 
 Resume: a checkpoint next to the output (`<out stem>.ckpt`) is written every
 `checkpoint_every` epochs with model, optimiser, grad scaler, epoch, RNG state and the MLflow
@@ -34,13 +35,14 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from vtdl import distributed, tracking
-from vtdl.checkpoint import load_resumable, rng_state, save_checkpoint, set_rng_state
+from vtdl.checkpoint import save_checkpoint
 from vtdl.downstream import common, evaluate
 from vtdl.errors import VtdlError
 from vtdl.models import BackboneWithHead, build_classifier_head
 from vtdl.progress import progress
-from vtdl.runtime import build_optimizer, lr_at, set_lr
 from vtdl.seeds import FINETUNE_EPOCH, derive, seed_everything, torch_generator
+from vtdl.settings import FinetuneSettings
+from vtdl.training import TrainState
 
 PROTOCOL = "finetune"
 
@@ -59,29 +61,29 @@ ORIGINAL_RECIPE = {
 }
 
 
-def resolve_recipe(finetune: dict[str, Any], data_format: str | None) -> dict[str, Any]:
+def resolve_recipe(finetune: FinetuneSettings, data_format: str | None) -> FinetuneSettings:
     """The `downstream.finetune` settings with a preset applied (`preset: none` changes nothing)."""
-    preset = finetune["preset"]
+    preset = finetune.preset
     if preset == "none":
-        return dict(finetune)
+        return finetune
     if preset == "original":
         if data_format not in ORIGINAL_LR:
             raise VtdlError(
                 f"downstream.finetune.preset: 'original' sets the learning rate by data set "
                 f"format ({', '.join(ORIGINAL_LR)}); give --format (got {data_format!r})"
             )
-        return {**finetune, **ORIGINAL_RECIPE, "lr": ORIGINAL_LR[data_format]}
+        return finetune.replace(**ORIGINAL_RECIPE, lr=ORIGINAL_LR[data_format])
     raise VtdlError(f"downstream.finetune.preset: unknown preset {preset!r} (none, original)")
 
 
 class _Trainer:
-    """Model, optimiser and the state a checkpoint needs."""
+    """Model, optimiser and the state a checkpoint needs (`train_state`)."""
 
-    def __init__(self, job: common.Job, recipe: dict[str, Any], place: distributed.Place) -> None:
+    def __init__(self, job: common.Job, recipe: FinetuneSettings, place: distributed.Place) -> None:
         self.job, self.recipe, self.place = job, recipe, place
         seed_everything(job.seed)  # the head's initialisation
         head = build_classifier_head(
-            job.backbone_name, job.backbone.feature_dim, job.num_classes, recipe["dropout"]
+            job.backbone_name, job.backbone.feature_dim, job.num_classes, recipe.dropout
         )
         self.model = BackboneWithHead(job.backbone, head).to(job.runtime.device)
         if job.runtime.channels_last:
@@ -89,62 +91,33 @@ class _Trainer:
         # The model or, under torchrun, its DistributedDataParallel wrapper (vtdl.distributed).
         self.step_model = distributed.wrap(self.model, job.runtime.device)
         self.share = distributed.per_rank_batch(
-            job.settings["batch_size"], place.world_size, "downstream.batch_size"
+            job.settings.batch_size, place.world_size, "downstream.batch_size"
         )
         groups = [
-            {"params": list(job.backbone.parameters()), "lr_scale": recipe["backbone_lr_scale"]},
+            {"params": list(job.backbone.parameters()), "lr_scale": recipe.backbone_lr_scale},
             {"params": list(head.parameters()), "lr_scale": 1.0},
         ]
-        self.optimizer = build_optimizer(groups, recipe)
-        self.scaler = job.runtime.grad_scaler()
+        self.train_state = TrainState(
+            self.model, recipe.build_optimizer(groups), job.runtime.grad_scaler(), recipe
+        )
         self.indices = job.labelled_indices()
         self.dataset = job.train_dataset(self.indices)
-        self.epoch = 0
-        self.run_id: str | None = None
-
-    def state(self, digest: str) -> dict[str, Any]:
-        return {
-            "params_digest": digest,
-            "epoch": self.epoch,
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "grad_scaler": self.scaler.state_dict(),
-            "rng": rng_state(),
-            "mlflow_run_id": self.run_id or "",
-        }
-
-    def load(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scaler.load_state_dict(state["grad_scaler"])
-        set_rng_state(state["rng"])
-        self.epoch = int(state["epoch"])
-        self.run_id = state["mlflow_run_id"] or None
 
 
 def train_one_epoch(trainer: _Trainer) -> dict[str, float]:
     """One pass over the labelled subset; returns mean train loss and top-1 of the epoch."""
-    job, recipe = trainer.job, trainer.recipe
-    epoch = trainer.epoch
-    lr = lr_at(
-        epoch,
-        recipe["lr"],
-        recipe["lr_schedule"],
-        recipe["epochs"],
-        recipe["milestones"],
-        recipe["lr_gamma"],
-        recipe["warmup_epochs"],
-    )
-    set_lr(trainer.optimizer, lr)
+    job, state = trainer.job, trainer.train_state
+    epoch = state.epoch
+    lr = state.start_epoch()
     # Clips, augmentation (num_workers=0) and dropout of this epoch; each rank its own stream.
     torch.manual_seed(derive(job.seed, FINETUNE_EPOCH, epoch, trainer.place.rank))
-    workers = job.settings["num_workers"]
+    workers = job.settings.num_workers
     # The order (the same on every rank) and the workers' seeds.
     order = torch_generator(job.seed, FINETUNE_EPOCH, epoch)
     if trainer.place.is_distributed:  # this rank's share of each global batch
         shares = distributed.share_of_batches(
             torch.randperm(len(trainer.dataset), generator=order).tolist(),
-            job.settings["batch_size"],
+            job.settings.batch_size,
             trainer.place.rank,
             trainer.place.world_size,
         )
@@ -159,22 +132,22 @@ def train_one_epoch(trainer: _Trainer) -> dict[str, float]:
     )
     trainer.model.train()
     loss_sum = correct = seen = 0.0
-    desc = f"finetune {job.method} epoch {epoch + 1}/{recipe['epochs']}"
+    desc = f"finetune {job.method} epoch {epoch + 1}/{trainer.recipe.epochs}"
     for batch in progress(loader, desc, total=len(loader), unit="batch"):
         clips = job.runtime.to_device(batch["video"])
         labels = batch["label"].to(job.runtime.device)
         with job.runtime.autocast():
             logits = trainer.step_model(clips)
         loss = F.cross_entropy(logits.float(), labels)
-        trainer.optimizer.zero_grad(set_to_none=True)
-        trainer.scaler.scale(loss).backward()
-        trainer.scaler.step(trainer.optimizer)
-        trainer.scaler.update()
+        state.optimizer.zero_grad(set_to_none=True)
+        state.scaler.scale(loss).backward()
+        state.scaler.step(state.optimizer)
+        state.scaler.update()
         n = len(labels)
         loss_sum += float(loss.detach()) * n
         correct += float((logits.argmax(dim=1) == labels).sum())
         seen += n
-    trainer.epoch += 1
+    state.epoch += 1
     # Every rank saw as many clips: the global means are the means of the ranks' means.
     means = {"train_loss": loss_sum / seen, "train_top1": correct / seen}
     return {**distributed.mean_over_ranks(means, job.runtime.device), "lr": lr}
@@ -201,22 +174,21 @@ def _finetune(args: argparse.Namespace) -> dict[str, Any]:
     place, device = distributed.init(job.runtime.device)
     job.runtime = dataclasses.replace(job.runtime, device=device)
     say = place.say
-    recipe = resolve_recipe(job.settings[PROTOCOL], args.format)
-    job.settings = {**job.settings, PROTOCOL: recipe}
+    recipe = resolve_recipe(job.settings.finetune, args.format)
+    job.settings = job.settings.replace(finetune=recipe)
     trainer = _Trainer(job, recipe, place)
     job.extra_params = {"num_train_videos": len(trainer.indices)}
     params = job.params()
     digest = tracking.params_digest(params)
     ckpt = checkpoint_path(job.out)
-    state = load_resumable(ckpt, digest)
-    if state is not None:
-        trainer.load(state)
-        say(f"resuming from {ckpt} at epoch {trainer.epoch}", flush=True)
-    epochs = recipe["epochs"]
+    state = trainer.train_state
+    if state.resume(ckpt, digest):
+        say(f"resuming from {ckpt} at epoch {state.epoch}", flush=True)
+    epochs = recipe.epochs
     with job.start_run(
-        params, resume_run_id=trainer.run_id, system_metrics=True, enabled=place.is_main
+        params, resume_run_id=state.run_id, system_metrics=True, enabled=place.is_main
     ) as run:
-        trainer.run_id = run.run_id or trainer.run_id
+        state.run_id = run.run_id or state.run_id
         lists = job.lists / f"split{job.split}"
         job.log_inputs(run, str(lists / "train.csv"), str(lists / "test.csv"))
         ranks = f" on {place.world_size} ranks" if place.is_distributed else ""
@@ -226,18 +198,15 @@ def _finetune(args: argparse.Namespace) -> dict[str, Any]:
             f"{job.runtime.device}{ranks}; MLflow run {run.run_id}",
             flush=True,
         )
-        while trainer.epoch < epochs:
+        while state.epoch < epochs:
             means = train_one_epoch(trainer)
-            run.log_metrics({f"{job.prefix}/{k}": v for k, v in means.items()}, step=trainer.epoch)
+            run.log_metrics({f"{job.prefix}/{k}": v for k, v in means.items()}, step=state.epoch)
             say(
-                f"epoch {trainer.epoch}/{epochs}: loss {means['train_loss']:.4f} "
+                f"epoch {state.epoch}/{epochs}: loss {means['train_loss']:.4f} "
                 f"top1 {means['train_top1']:.3f} lr {means['lr']:.3g}",
                 flush=True,
             )
-            if place.is_main and (
-                trainer.epoch % recipe["checkpoint_every"] == 0 or trainer.epoch == epochs
-            ):
-                save_checkpoint(ckpt, trainer.state(digest))
+            if place.is_main and state.save_if_due(ckpt, digest):
                 run.flush()
         if not place.is_main:
             return {}

@@ -31,6 +31,7 @@ from vtdl.errors import VtdlError
 from vtdl.figures import draw_confusion
 from vtdl.fsutil import atomic_write_json
 from vtdl.names import metric_prefix
+from vtdl.settings import DownstreamSettings
 
 # Sections of `downstream` that belong to one protocol; the others see none of them.
 SECTIONS = ("finetune", "linear")
@@ -109,8 +110,8 @@ def read_classes(path: Path) -> list[str]:
     return names
 
 
-def resolve_settings(value: str, protocol: str) -> dict[str, Any]:
-    """The `downstream` settings of one protocol's job (`--settings`), validated.
+def resolve_settings(value: str, protocol: str) -> DownstreamSettings:
+    """The `downstream` settings of one protocol's job (`--settings`), validated and typed.
 
     Only what the protocol uses is kept: the grid and the other protocols' sections do not
     change its result (and would otherwise restart a resumable job when edited).
@@ -120,7 +121,7 @@ def resolve_settings(value: str, protocol: str) -> dict[str, Any]:
     if protocol in SECTIONS and protocol not in settings:
         raise VtdlError(f"--settings: downstream.{protocol}: the section is missing")
     drop = {"datasets", "splits", *(p for p in SECTIONS if p != protocol)}
-    return {k: v for k, v in settings.items() if k not in drop}
+    return DownstreamSettings.from_section({k: v for k, v in settings.items() if k not in drop})
 
 
 @dataclass
@@ -137,7 +138,7 @@ class JobSpec:
     encoder_sha256: str  # "none" for scratch
     pretrain_run_id: str | None
     pretrain_dataset: str | None
-    settings: dict[str, Any]
+    settings: DownstreamSettings
     out: Path
     classes: list[str]
     train_labels: list[int]
@@ -156,10 +157,10 @@ class JobSpec:
 
     @property
     def test_clips(self) -> int:
-        return int(self.settings["test_clips"])
+        return self.settings.test_clips
 
     def labelled_indices(self) -> list[int]:
-        return labelled_subset(self.train_labels, self.settings["labels_per_class"], self.seed)
+        return labelled_subset(self.train_labels, self.settings.labels_per_class, self.seed)
 
     def tags(self) -> dict[str, Any]:
         """The contract's tags (None values are not set)."""
@@ -188,7 +189,7 @@ class JobSpec:
             "test_list_sha256": self.test_list_sha256,
             "num_classes": self.num_classes,
             **self.extra_params,
-            **self.settings,
+            **self.settings.as_dict(),
         }
 
     def identity(self) -> dict[str, Any]:

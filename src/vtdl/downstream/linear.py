@@ -89,7 +89,7 @@ class Standardiser:
 def linear_probe(args: argparse.Namespace) -> dict[str, Any]:
     """Run one linear-probe job; returns the result written to `--out`."""
     job, features = cached.prepare(args, PROTOCOL)
-    probe = job.settings[PROTOCOL]
+    probe = job.settings.linear
     indices = job.labelled_indices()
     job.extra_params = {"num_train_videos": len(indices)}
     with job.start_run(job.params()) as run:
@@ -106,8 +106,8 @@ def linear_probe(args: argparse.Namespace) -> dict[str, Any]:
             standardise(train_features),
             labels,
             job.num_classes,
-            probe["weight_decay"],
-            probe["max_iter"],
+            probe.weight_decay,
+            probe.max_iter,
         )
         train_log_p = _log_softmax(standardise(train_features) @ weight + bias)
         run.log_metrics(
