@@ -77,6 +77,7 @@ def snakemake(
     config: str = "params.yaml",
     checkout: Path = ROOT,
     pythonpath: Path | None = None,
+    timeout: int = 300,
 ) -> subprocess.CompletedProcess:
     if not SNAKEMAKE.is_file():
         pytest.skip(f"{SNAKEMAKE} not found (run `make setup`)")
@@ -96,7 +97,7 @@ def snakemake(
     if pythonpath is not None:  # a copied package instead of the installed one
         env["PYTHONPATH"] = str(pythonpath)
     return subprocess.run(
-        command, cwd=workdir, env=env, capture_output=True, text=True, timeout=300, check=False
+        command, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout, check=False
     )
 
 
