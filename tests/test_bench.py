@@ -31,3 +31,71 @@ def test_gpu_benchmark_runs_at_toy_sizes_on_the_cpu(tmp_path):
     assert rows[0]["gflop_per_step"] == rows[1]["gflop_per_step"]
     e2e = results["end_to_end"]
     assert e2e["loop_clips_per_s"] > 0 and e2e["loop_vs_bare"] > 0
+
+
+def _bench_module():
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import run
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    return run
+
+
+def test_the_loader_baseline_decodes_the_frames_extraction_stores(tmp_path):
+    # loader_vs_source_decode is a fair ratio only if both sides deliver the same clips: the
+    # baseline's seek-and-decode gives the frames `vtdl extract` stores (raw: no JPEG loss).
+    import torch
+
+    from vtdl.data.clips import ClipDataset
+    from vtdl.data.extract import extract_shard
+
+    bench = _bench_module()
+    paths = bench.make_source_videos(tmp_path / "videos", 2, frames=40, width=96, height=72)
+    manifest = extract_shard("ucf101", tmp_path / "videos", "Bench", tmp_path / "frames",
+                             short_side=bench.SOURCE_SHORT_SIDE, codec="raw")  # fmt: skip
+    counts = {v["path"]: v["frames"] for v in manifest["videos"]}
+    (tmp_path / "list.csv").write_text(
+        "path,label,class,frames\n" + "".join(f"{p},0,Bench,{n}\n" for p, n in counts.items())
+    )
+    stored = ClipDataset(tmp_path / "list.csv", tmp_path / "frames", 8, 4, transform=lambda c: c)
+    source = bench.SourceClipDataset(
+        [(p, counts[f"Bench/{p.name}"]) for p in sorted(paths)], 8, 4, lambda c: c
+    )
+    for index in range(2):
+        for seed in range(3):
+            torch.manual_seed(seed)
+            a = stored[index]["video"]
+            torch.manual_seed(seed)
+            b = source[index]["video"]
+            assert a.shape == (8, 128, 171, 3) and torch.equal(a, b)
+
+
+def test_the_table_shows_every_figure():
+    bench = _bench_module()
+    figures = {
+        "noop_rerun_s": 1.8, "snakemake_floor_s": 1.0,
+        "loader_vs_source_decode": 3.5, "loader_clips_per_s": 70.0,
+        "source_decode_clips_per_s": 20.0, "loader_clips_per_cpu_s": 70.0,
+        "source_decode_clips_per_cpu_s": 15.0,
+        "extract_vs_decode_only": 0.3, "extract_codec": "raw", "extract_frames_per_s": 1500,
+        "decode_only_frames_per_s": 5000, "extract_jpeg_vs_decode_only": 0.17,
+        "augment_clips_per_s_per_core": {
+            "loader": 8.0, "device_path_loader_half": 400.0, "device_path_device": "cpu",
+            "device_path_clips_per_s_on_device": 3.0, "device_path_whole_on_cpu": 2.9,
+        },
+        "pretrain_efficiency": 0.6, "pretrain_loop_clips_per_s": 180.0,
+        "pretrain_bare_step_clips_per_s": 300.0,
+        "peak_rss_mb": {"extract_200_videos": 60, "extract_2000_videos": 61,
+                        "pretrain_200_videos": 1000, "pretrain_2000_videos": 1001},
+    }  # fmt: skip
+    results = {
+        "date": "2026-12-05 18:00 UTC",
+        "machine": {"cpu": "test", "cores": 2, "gpu": None},
+        "commit": "0" * 40,
+        "command": "python bench/run.py",
+        "figures": figures,
+    }
+    rows = [line for line in bench.table(results).splitlines() if line.startswith("| ")]
+    assert len(rows) == 1 + 9  # the header, then one row per line of figures
+    assert all("None" not in row for row in rows)
