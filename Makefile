@@ -22,8 +22,11 @@ $(STAMP): pyproject.toml
 
 # Extra Snakemake options: make reproduce ARGS="--configfile params.yaml workflow/presets/ucf101.yaml"
 ARGS ?=
+# One run per folder: a second one is refused at once, and the Snakemake lock a killed run
+# left is removed when no Snakemake runs here (src/vtdl/snakelock.py), so re-running after a
+# crash or a kill just works.
 reproduce: $(STAMP)
-	$(SNAKEMAKE) $(ARGS)
+	$(BIN)/python -m vtdl.snakelock $(SNAKEMAKE) $(ARGS)
 
 # Snakemake's self-contained HTML report of the finished pipeline: tables, figures, captions,
 # the job graph and run times (run `make reproduce` first).
