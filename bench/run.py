@@ -433,7 +433,7 @@ def loader_vs_source_decode() -> dict[str, Any]:
             [(p, counts[f"Bench/{p.name}"]) for p in sorted(paths)], 16, 4, augment
         )
         figures: dict[str, list[tuple[float, float]]] = {"store": [], "source": []}
-        for _ in range(3):
+        for _ in range(5):
             figures["store"].append(_loader_clips(stored, 8, 8))
             figures["source"].append(_loader_clips(source, 8, 4))
     (store, store_cpu), (src, src_cpu) = (
@@ -470,6 +470,7 @@ def extract_vs_decode_only() -> dict[str, Any]:
         paths = make_source_videos(root / "videos", SOURCE_VIDEOS)
         frames = SOURCE_VIDEOS * 150
         runs = iter(range(100))
+        kib_per_frame: dict[str, float] = {}
 
         def decode() -> float:
             start = time.perf_counter()
@@ -482,6 +483,8 @@ def extract_vs_decode_only() -> dict[str, Any]:
             extract_shard("ucf101", root / "videos", "Bench", out,
                           short_side=SOURCE_SHORT_SIDE, codec=codec, quality=90)  # fmt: skip
             fps = frames / (time.perf_counter() - start)
+            stored = sum(f.stat().st_size for f in out.rglob("*.frames"))
+            kib_per_frame[codec] = round(stored / frames / 1024, 1)
             shutil.rmtree(out)
             return fps
 
@@ -494,6 +497,7 @@ def extract_vs_decode_only() -> dict[str, Any]:
         "extract_frames_per_s": round(default),
         "decode_only_frames_per_s": round(bare),
         "extract_jpeg_vs_decode_only": round(jpeg / bare_jpeg, 3),
+        "extract_kib_per_frame": kib_per_frame,
     }
 
 
@@ -662,6 +666,13 @@ def table(results: dict[str, Any]) -> str:
             f"{f['decode_only_frames_per_s']}); JPEG q90: "
             f"{f['extract_jpeg_vs_decode_only']}× | ≥ 0.5× |"
         )
+        sizes = f.get("extract_kib_per_frame", {})
+        if sizes:
+            lines.append(
+                "| stored frame size at short side 128 (320×240 sources), KiB per frame | "
+                + " / ".join(f"{codec} {kib}" for codec, kib in sizes.items())
+                + " | |"
+            )
     if "augment_clips_per_s_per_core" in f:
         a = f["augment_clips_per_s_per_core"]
         where = "this CPU, 1 thread" if a["device_path_device"] == "cpu" else "the GPU"

@@ -80,6 +80,7 @@ def test_the_table_shows_every_figure():
         "source_decode_clips_per_cpu_s": 15.0,
         "extract_vs_decode_only": 0.3, "extract_codec": "raw", "extract_frames_per_s": 1500,
         "decode_only_frames_per_s": 5000, "extract_jpeg_vs_decode_only": 0.17,
+        "extract_kib_per_frame": {"raw": 64.1, "jpeg": 14.0},
         "augment_clips_per_s_per_core": {
             "loader": 8.0, "device_path_loader_half": 400.0, "device_path_device": "cpu",
             "device_path_clips_per_s_on_device": 3.0, "device_path_whole_on_cpu": 2.9,
@@ -97,5 +98,5 @@ def test_the_table_shows_every_figure():
         "figures": figures,
     }
     rows = [line for line in bench.table(results).splitlines() if line.startswith("| ")]
-    assert len(rows) == 1 + 9  # the header, then one row per line of figures
+    assert len(rows) == 1 + 10  # the header, then one row per line of figures
     assert all("None" not in row for row in rows)
