@@ -1,0 +1,83 @@
+"""vtdl.snakelock: one run per folder, and a killed run's Snakemake lock removed only when no
+Snakemake runs there."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from vtdl import snakelock
+
+
+def _lock_files(folder: Path) -> list[Path]:
+    locks = folder / ".snakemake" / "locks"
+    locks.mkdir(parents=True)
+    files = [locks / "0.input.lock", locks / "0.output.lock"]
+    for path in files:
+        path.write_text("results/x\n")
+    return files
+
+
+def _run(folder: Path, *command: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "vtdl.snakelock", *command],
+        cwd=folder, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+def test_a_killed_runs_lock_is_removed_and_the_command_runs_with_the_run_lock_held(tmp_path):
+    files = _lock_files(tmp_path)
+    probe = (
+        "import fcntl, os, sys; fd = os.open('.snakemake/vtdl-run.lock', os.O_RDWR)\n"
+        "try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)\n"
+        "except BlockingIOError: print('held')"
+    )
+    done = _run(tmp_path, sys.executable, "-c", probe)  # exec'd: the same process holds it
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "held\n"
+    assert "removed the Snakemake lock a killed run left" in done.stderr
+    assert not any(path.exists() for path in files)
+
+
+def test_a_second_run_is_refused_while_the_first_holds_the_folder(tmp_path):
+    (tmp_path / ".snakemake").mkdir()
+    with open(tmp_path / ".snakemake" / "vtdl-run.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        held.write("4242\n")
+        held.flush()
+        done = _run(tmp_path, "touch", "ran")
+    assert done.returncode == 1
+    assert done.stderr.strip() == (
+        f"vtdl: another `make reproduce` (pid 4242) is running in {tmp_path}: wait for it to "
+        "finish (or stop it); this one did nothing"
+    )
+    assert not (tmp_path / "ran").exists()
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc")
+def test_the_lock_of_a_snakemake_started_by_hand_is_left_to_snakemake(tmp_path):
+    files = _lock_files(tmp_path)
+    fake = tmp_path / "snakemake"  # a process whose command line says snakemake, run here
+    fake.symlink_to(sys.executable)
+    live = subprocess.Popen([str(fake), "-c", "import time; time.sleep(60)"], cwd=tmp_path)
+    try:
+        assert snakelock._live_snakemake_here(tmp_path) == live.pid
+        done = _run(tmp_path, "true")
+    finally:
+        live.kill()
+        live.wait()
+    assert done.returncode == 0 and "removed" not in done.stderr
+    assert all(path.exists() for path in files)
+    assert snakelock._live_snakemake_here(tmp_path) is None
+
+
+def test_a_missing_command_is_one_line(tmp_path):
+    done = _run(tmp_path, str(tmp_path / "no-such-snakemake"))
+    assert done.returncode == 127
+    assert done.stderr.strip().startswith(f"vtdl: cannot start {tmp_path / 'no-such-snakemake'}:")
+    assert os.path.exists(tmp_path / ".snakemake" / "vtdl-run.lock")
