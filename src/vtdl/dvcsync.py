@@ -223,6 +223,46 @@ def stale_stages(status: dict) -> list[str]:
     return stale
 
 
+def locked_outputs(lock: Path = Path("dvc.lock")) -> dict[str, list[str]]:
+    """The outputs dvc.lock pins, by stage."""
+    stages = load_yaml(lock)["stages"]
+    return {name: [out["path"] for out in stage.get("outs", [])] for name, stage in stages.items()}
+
+
+def mismatched_deps(status: dict, outputs: set[str]) -> dict[str, list[str]]:
+    """Per stage, what in the workspace differs from the code and params dvc.lock records.
+
+    From `dvc status --json` before a pull: a dep that is another stage's output is not
+    counted (missing before a pull; a changed one is that stage's changed output), so what
+    remains is code, workflow files and params sections (`params.yaml (pretrain)`).
+    """
+    found: dict[str, list[str]] = {}
+    for stage, entries in status.items():
+        for entry in entries if isinstance(entries, list) else []:
+            if not isinstance(entry, dict):
+                continue
+            deps = {**entry.get("changed deps", {}), **entry.get("changed params", {})}
+            for path, state in deps.items():
+                if path in outputs:
+                    continue
+                if isinstance(state, dict):  # a params file: section -> state
+                    found.setdefault(stage, []).append(f"{path} ({', '.join(sorted(state))})")
+                elif state in (_CHANGED, "deleted", "new"):
+                    found.setdefault(stage, []).append(path)
+    return found
+
+
+def mark_out_of_date(paths: list[str]) -> None:
+    """Give every file and folder below `paths` a modification time in 1970: older than any
+    input, so Snakemake re-runs the jobs that write them (their contents stay)."""
+    for root in map(Path, paths):
+        if not root.exists():
+            continue
+        for path in [root, *root.rglob("*")] if root.is_dir() else [root]:
+            # One second after the epoch: Snakemake reads a time of 0 as "no time".
+            os.utime(path, (1, 1), follow_symlinks=False)
+
+
 def _missing(stages: list[str]) -> list[str]:
     """Tracked outputs that neither the local cache nor the remote holds (`dvc status -c`)."""
     result = _run([_bin("dvc"), "status", "--cloud", "--json", *stages], capture=True)
@@ -237,13 +277,27 @@ def _missing(stages: list[str]) -> list[str]:
 def pull(force: bool = False, remote: str | None = None) -> None:
     """`dvc pull`, refusing to overwrite changed outputs, then mark the outputs up to date."""
     stages = locked_stages()
-    changed = changed_outputs(_dvc_status())
+    status = _dvc_status()
+    changed = changed_outputs(status)
     if changed and not force:
         raise VtdlError(
             "these tracked outputs were changed in the workspace and a pull would overwrite "
             f"them: {', '.join(changed)}. Keep them with `make push` (records them in "
             "dvc.lock), inspect them with `dvc status` / `dvc diff`, or discard them with "
             "`make pull FORCE=1`"
+        )
+    # Outputs of other code or params would pass for results of this checkout once touched:
+    # say so before anything is written.
+    outputs = locked_outputs()
+    mismatched = mismatched_deps(status, {p for paths in outputs.values() for p in paths})
+    if mismatched and not force:
+        differ = "; ".join(f"stage {s}: {', '.join(deps)}" for s, deps in mismatched.items())
+        raise VtdlError(
+            f"dvc.lock does not match this workspace ({differ}): its outputs were made with "
+            "other code or params and would pass for results of this checkout. Nothing was "
+            "pulled. Check out the commit that dvc.lock belongs to (`git log -- dvc.lock`), or "
+            "`make pull FORCE=1` to pull them marked out of date, so that `make reproduce` "
+            "re-runs those stages"
         )
     command = [_bin("dvc"), "pull", *(["--force"] if force else [])]
     command += [*(["--remote", remote] if remote else []), *stages]
@@ -259,7 +313,13 @@ def pull(force: bool = False, remote: str | None = None) -> None:
     touch = _run([_bin("snakemake"), "--touch", "--cores", "1", "--quiet"])
     if touch.returncode != 0:
         raise VtdlError("snakemake --touch failed after the pull (see above)")
-    stale = stale_stages(_dvc_status())
+    if mismatched:
+        mark_out_of_date([path for stage in mismatched for path in outputs.get(stage, [])])
+        print(
+            f"dvcsync pull: stage(s) {', '.join(mismatched)} pulled but marked out of date "
+            "(made with other code or params): `make reproduce` re-runs them"
+        )
+    stale = [stage for stage in stale_stages(_dvc_status()) if stage not in mismatched]
     if stale:
         print(
             f"dvcsync pull: warning: stage(s) {', '.join(stale)}: the workspace's code or "
