@@ -53,13 +53,13 @@ def _video(path: Path, seed: int) -> None:
 def _kinetics(root: Path) -> tuple[Path, Path]:
     """3 training and 1 validation video per label; the split CSVs quote what needs quoting."""
     videos, splits = root / "kinetics", root / "kinetics_splits"
+    splits.mkdir(parents=True)
     rows: dict[str, list] = {"train": [], "val": []}
     for c, label in enumerate(K_LABELS):
         for k in range(4):
             part, ytid = ("train" if k < 3 else "val"), f"y{c}v{k}"
             _video(videos / part / label / f"{ytid}_000000_000010.mp4", 10 * c + k)
             rows[part].append([label, ytid, 0, 10, part])
-    splits.mkdir()
     for part, name in (("train", "train.csv"), ("val", "validate.csv")):
         with open(splits / name, "w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
@@ -130,7 +130,8 @@ def pipeline(tmp_path_factory):
     root = tmp_path_factory.mktemp("hostile")
     work = root / "work"
     work.mkdir()
-    params = _params(root)
+    # The downloads' own folder is hostile too: the rules pass it to the shell.
+    params = _params(root / "down load's $(touch PWNED)")
     _write_params(work, params)
     # 18 shards and 17 training and evaluation jobs: longer than the helper's default limit.
     result = snakemake(work, "all", "data/splits/hmdb", "data/splits/ucf", timeout=1200)
