@@ -93,6 +93,28 @@ def test_rule_files_spell_no_method_backbone_or_result_path():
         assert "_s{seed}" not in code, path.name
 
 
+def test_the_split_list_layout_is_spelt_only_in_names(tmp_path):
+    """`vtdl splits` writes, and the stages read, the files and headers names.py defines."""
+    from vtdl.data.clips import read_list
+    from vtdl.downstream.job import read_classes
+
+    assert names.split_list("data/splits/x", 2, "test") == Path("data/splits/x/split2/test.csv")
+    with pytest.raises(ValueError, match="part"):
+        names.split_list("l", 1, "val")
+    rows = ",".join(names.LIST_HEADER) + "\na/v.avi,0,a,12\n"
+    names.split_list(tmp_path, 1, "train").parent.mkdir(parents=True)
+    names.split_list(tmp_path, 1, "train").write_text(rows)
+    assert [e.path for e in read_list(names.split_list(tmp_path, 1, "train"))] == ["a/v.avi"]
+    (tmp_path / names.CLASSES_FILE).write_text(",".join(names.CLASSES_HEADER) + "\n0,a\n")
+    assert read_classes(tmp_path / names.CLASSES_FILE) == ["a"]
+    for path in sorted((ROOT / "src" / "vtdl").rglob("*.py")):
+        if path.name == "names.py":
+            continue
+        code = "\n".join(line.split("#", 1)[0] for line in path.read_text().splitlines())
+        for literal in ('"classes.csv"', '"train.csv"', '"test.csv"', '"path", "label"'):
+            assert literal not in code, (path.name, literal)
+
+
 # ---- package boundaries ------------------------------------------------------------------------
 
 

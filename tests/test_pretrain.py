@@ -60,6 +60,21 @@ def test_same_seed_gives_the_same_weights(tiny_set):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_augmenting_on_the_device_trains_like_the_loader_path(tiny_set):
+    """`augment_on: device` (the CUDA default) draws the same parameters in the loader and does
+    the float work in batch: on the CPU it ends within float rounding of the per-clip path."""
+    root, frames, lists = tiny_set
+    runs = {}
+    for place in ("loader", "device"):
+        runs[place] = pretrain_stage.pretrain(
+            pretrain_args(root, frames, lists, place), tiny_settings(epochs=2, augment_on=place)
+        )
+    loader, device = (runs[p]["metrics"]["pretrain/epoch/loss"] for p in ("loader", "device"))
+    assert device == pytest.approx(loader, abs=1e-4)
+    a, b = _weights(root / "loader" / "encoder.pt"), _weights(root / "device" / "encoder.pt")
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-3) for k in a)
+
+
 @pytest.mark.parametrize("grad_accum", [1, 2])  # 3 steps per epoch: groups of 2 and 1
 def test_interrupted_then_resumed_run_matches_an_uninterrupted_one(
     tiny_set, monkeypatch, grad_accum

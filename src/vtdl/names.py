@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 # What a method's row of the ablation is.
 BASELINE = "baseline"  # no pretraining: the backbone freshly initialised
@@ -90,6 +91,28 @@ BACKBONES = ("small3d", "i3d", "r3d_18", "r2plus1d_18", "mc3_18", "c3d")
 def regex(names) -> str:
     """A Snakemake wildcard regex matching exactly one of `names`."""
     return "|".join(re.escape(n) for n in names)
+
+
+# ---- canonical split lists, written by `vtdl splits` under data/splits/<dataset>/ and read by
+# every stage that trains or evaluates: classes.csv, split<k>/train.csv and split<k>/test.csv.
+CLASSES_FILE = "classes.csv"
+CLASSES_HEADER = ("label", "class")  # 0-based label, class name; sorted by label
+LIST_HEADER = ("path", "label", "class", "frames")  # video relative to the data root; sorted
+LIST_PARTS = ("train", "test")
+DROPPED_FILE = "dropped.csv"  # listed videos left out (--on-missing skip), with the reason
+DROPPED_HEADER = ("path", "reason")
+
+
+def split_dir(lists: str | Path, split: int) -> Path:
+    """The folder of split k's lists: `<lists>/split<k>`."""
+    return Path(lists) / f"split{split}"
+
+
+def split_list(lists: str | Path, split: int, part: str) -> Path:
+    """`<lists>/split<k>/<part>.csv`, part one of LIST_PARTS."""
+    if part not in LIST_PARTS:
+        raise ValueError(f"part must be one of {LIST_PARTS}, got {part!r}")
+    return split_dir(lists, split) / f"{part}.csv"
 
 
 # ---- metric names: `<dataset>/split<k>/<protocol>/<metric>`, e.g. hmdb/split1/linear/top1_10clip

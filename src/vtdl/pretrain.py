@@ -33,14 +33,20 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from vtdl import distributed, seeds, tracking
-from vtdl.augment import JITTER_OPS, ClipAugment, temporal_consistent_augmentation
+from vtdl.augment import (
+    JITTER_OPS,
+    ClipAugment,
+    DeviceClipAugment,
+    augment_place,
+    temporal_consistent_augmentation,
+)
 from vtdl.checkpoint import save_checkpoint, save_encoder
 from vtdl.config import load_settings
 from vtdl.data.clips import read_list
 from vtdl.data.triplets import EpochShuffle, TripletDataset
 from vtdl.errors import VtdlError
 from vtdl.fsutil import atomic_write_json, sha256_file
-from vtdl.names import METHODS, PRETRAINED_METHODS
+from vtdl.names import METHODS, PRETRAINED_METHODS, split_list
 from vtdl.pretext import build_pretraining_model
 from vtdl.progress import progress
 from vtdl.runtime import Runtime, select_runtime
@@ -74,7 +80,7 @@ class _Job:
         # Under torchrun: join the process group; each rank trains on its own device.
         self.place, device = distributed.init(runtime.device)
         self.runtime: Runtime = dataclasses.replace(runtime, device=device)
-        self.list_file = list_file = Path(args.lists) / f"split{settings.split}" / "train.csv"
+        self.list_file = list_file = split_list(args.lists, settings.split, "train")
         entries = read_list(list_file)
         self.num_classes = max(e.label for e in entries) + 1
         batch = settings.batch_size
@@ -95,6 +101,11 @@ class _Job:
             **dict(zip(JITTER_OPS, settings.color_jitter, strict=True)),
             faithful_jitter=settings.faithful_jitter,
         )
+        # `augment_on`: on CUDA the loader only draws each clip's parameters and cuts a uint8
+        # window; the float work runs in batch on the card (`_input`), same draws.
+        self.device_augment: DeviceClipAugment | None = None
+        if augment_place(settings.augment_on, self.runtime.device) == "device":
+            augment = self.device_augment = DeviceClipAugment(augment)
         self.dataset = TripletDataset(
             list_file,
             args.frames,
@@ -175,9 +186,16 @@ class _Job:
             )
         return self.loader
 
-    def _forward(self, batch: dict[str, torch.Tensor], step: int, last: bool) -> dict[str, Any]:
+    def _input(self, view: Any) -> torch.Tensor:
+        """One batch entry on the device; a clip view still to augment ({"frames", "params"}
+        from `DeviceClipAugment`) is augmented there, in batch."""
+        if isinstance(view, dict):
+            view = self.device_augment.apply(view, self.runtime.device)
+        return self.runtime.to_device(view)
+
+    def _forward(self, batch: dict[str, Any], step: int, last: bool) -> dict[str, Any]:
         """The loss and metrics of one micro-batch; `last`: it ends an optimizer step."""
-        inputs = {name: self.runtime.to_device(batch[name]) for name in self.model.inputs}
+        inputs = {name: self._input(batch[name]) for name in self.model.inputs}
         with self.runtime.autocast():
             if self.tca:  # the global batch's draws: this rank's rows of them
                 inputs["anchor"] = temporal_consistent_augmentation(
@@ -228,7 +246,7 @@ class _Job:
             tick = time.perf_counter()
             metrics["lr"] = lr
             # Throughput of the whole step (waiting for data included); the wait on its own.
-            clips = len(batch["anchor"]) * self.place.world_size
+            clips = len(batch["index"]) * self.place.world_size
             metrics["clips_per_s"] = clips / max(tick - fetched + wait, 1e-9)
             metrics["data_wait_frac"] = wait / max(tick - fetched + wait, 1e-9)
             run.log_metrics({f"pretrain/{k}": v for k, v in metrics.items()}, step=step)

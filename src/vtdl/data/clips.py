@@ -20,8 +20,8 @@ from torch.utils.data import Dataset
 
 from vtdl.data.framestore import FrameFile, ManifestChecksums, frame_file_path
 from vtdl.errors import VtdlError
+from vtdl.names import LIST_HEADER
 
-LIST_HEADER = ("path", "label", "class", "frames")
 MODES = ("random", "uniform")
 
 

@@ -26,13 +26,22 @@ import json
 import os
 import re
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from vtdl.errors import VtdlError
 from vtdl.fsutil import atomic_dir, escapes
+from vtdl.names import (
+    CLASSES_FILE,
+    CLASSES_HEADER,
+    DROPPED_FILE,
+    DROPPED_HEADER,
+    LIST_HEADER,
+    LIST_PARTS,
+    split_list,
+)
 from vtdl.progress import progress
 
 FORMATS = ("ucf101", "hmdb51", "kinetics")
@@ -700,7 +709,7 @@ class _Resolver:
         return list(dict.fromkeys(folded))
 
 
-def _write_csv(path: Path, header: list[str], rows: Iterable[Iterable[Any]]) -> None:
+def _write_csv(path: Path, header: Sequence[str], rows: Iterable[Iterable[Any]]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8", newline="") as f:
         writer = csv.writer(f, lineterminator="\n")
@@ -796,17 +805,15 @@ def _write_lists(
     """classes.csv, split{k}/train.csv, split{k}/test.csv and dropped.csv, as one directory."""
     label_of = {name: label for label, name in enumerate(classes)}
     with atomic_dir(out_dir) as tmp:
-        _write_csv(tmp / "classes.csv", ["label", "class"], enumerate(classes))
-        for k, (train, test) in resolved.items():
-            for name, items in (("train", train), ("test", test)):
+        _write_csv(tmp / CLASSES_FILE, CLASSES_HEADER, enumerate(classes))
+        for k, parts in resolved.items():
+            for part, items in zip(LIST_PARTS, parts, strict=True):
                 rows = sorted(
                     (item.path, label_of[item.class_name], item.class_name, frames[item.path])
                     for item in items
                 )
-                _write_csv(
-                    tmp / f"split{k}" / f"{name}.csv", ["path", "label", "class", "frames"], rows
-                )
-        _write_csv(tmp / "dropped.csv", ["path", "reason"], sorted(dropped.items()))
+                _write_csv(split_list(tmp, k, part), LIST_HEADER, rows)
+        _write_csv(tmp / DROPPED_FILE, DROPPED_HEADER, sorted(dropped.items()))
 
 
 def build_splits(

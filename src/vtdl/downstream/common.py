@@ -33,7 +33,7 @@ from vtdl.downstream.job import (
 from vtdl.errors import VtdlError
 from vtdl.fsutil import sha256_file
 from vtdl.models import build_backbone, global_average_pool
-from vtdl.names import METHODS, SCRATCH
+from vtdl.names import CLASSES_FILE, LIST_PARTS, METHODS, SCRATCH, split_dir, split_list
 from vtdl.runtime import Runtime, select_runtime
 from vtdl.seeds import seed_everything
 from vtdl.training import add_stage_arguments, use_threads
@@ -68,11 +68,11 @@ class Job(JobSpec):
 
     @property
     def train_list(self) -> Path:
-        return self.lists / f"split{self.split}" / "train.csv"
+        return split_list(self.lists, self.split, "train")
 
     @property
     def test_list(self) -> Path:
-        return self.lists / f"split{self.split}" / "test.csv"
+        return split_list(self.lists, self.split, "test")
 
     # -- data ----------------------------------------------------------------------------------
 
@@ -140,24 +140,26 @@ def prepare_job(args: argparse.Namespace, protocol: str) -> Job:
     lists, frames = Path(args.lists), Path(args.frames)
     if not frames.is_dir():
         raise VtdlError(f"--frames {frames}: directory not found")
-    classes = read_classes(lists / "classes.csv")
-    train_entries = read_list(lists / f"split{args.split}" / "train.csv")
-    test_entries = read_list(lists / f"split{args.split}" / "test.csv")
-    for list_name, entries in (("train", train_entries), ("test", test_entries)):
+    classes_file = lists / CLASSES_FILE
+    classes = read_classes(classes_file)
+    list_files = {part: split_list(lists, args.split, part) for part in LIST_PARTS}
+    train_entries = read_list(list_files["train"])
+    test_entries = read_list(list_files["test"])
+    for part, entries in (("train", train_entries), ("test", test_entries)):
         bad = [e for e in entries if e.label >= len(classes)]
         if bad:
             raise VtdlError(
-                f"{lists / f'split{args.split}' / f'{list_name}.csv'}: video {bad[0].path!r} has "
-                f"label {bad[0].label}, but {lists / 'classes.csv'} has {len(classes)} classes"
+                f"{list_files[part]}: video {bad[0].path!r} has label {bad[0].label}, "
+                f"but {classes_file} has {len(classes)} classes"
             )
         if not entries:
-            raise VtdlError(f"{lists / f'split{args.split}' / f'{list_name}.csv'}: no videos")
+            raise VtdlError(f"{list_files[part]}: no videos")
     check_clip_fits(
         (e.frames for e in train_entries + test_entries),
         settings.clip_len,
         settings.stride,
         "downstream",
-        lists / f"split{args.split}",
+        split_dir(lists, args.split),
     )
     if protocol == "finetune":
         # How many videos the labelled subset holds does not depend on the seed's draw.
@@ -166,7 +168,7 @@ def prepare_job(args: argparse.Namespace, protocol: str) -> Job:
         if settings.batch_size > labelled:
             raise VtdlError(
                 f"downstream.batch_size: {settings.batch_size} is more than the {labelled} "
-                f"labelled training videos of {lists / f'split{args.split}' / 'train.csv'} "
+                f"labelled training videos of {list_files['train']} "
                 f"(downstream.labels_per_class {per_class}): allowed 1..{labelled}"
             )
 
@@ -222,8 +224,8 @@ def prepare_job(args: argparse.Namespace, protocol: str) -> Job:
         out=Path(args.out),
         classes=classes,
         train_labels=[e.label for e in train_entries],
-        train_list_sha256=sha256_file(lists / f"split{args.split}" / "train.csv"),
-        test_list_sha256=sha256_file(lists / f"split{args.split}" / "test.csv"),
+        train_list_sha256=sha256_file(list_files["train"]),
+        test_list_sha256=sha256_file(list_files["test"]),
         backbone=backbone,
         encoder_record=record,
         runtime=runtime,

@@ -189,8 +189,7 @@ def _finetune(args: argparse.Namespace) -> dict[str, Any]:
         params, resume_run_id=state.run_id, system_metrics=True, enabled=place.is_main
     ) as run:
         state.run_id = run.run_id or state.run_id
-        lists = job.lists / f"split{job.split}"
-        job.log_inputs(run, str(lists / "train.csv"), str(lists / "test.csv"))
+        job.log_inputs(run, str(job.train_list), str(job.test_list))
         ranks = f" on {place.world_size} ranks" if place.is_distributed else ""
         say(
             f"{job.run_name()}: {len(trainer.indices)} labelled videos of "

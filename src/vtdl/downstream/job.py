@@ -30,7 +30,7 @@ from vtdl.config import load_settings
 from vtdl.errors import VtdlError
 from vtdl.figures import draw_confusion
 from vtdl.fsutil import atomic_write_json
-from vtdl.names import metric_prefix
+from vtdl.names import CLASSES_HEADER, metric_prefix
 from vtdl.settings import DownstreamSettings
 
 # Sections of `downstream` that belong to one protocol; the others see none of them.
@@ -98,8 +98,8 @@ def read_classes(path: Path) -> list[str]:
             rows = list(csv.reader(f))
     except FileNotFoundError:
         raise VtdlError(f"{path}: classes file not found (run vtdl splits?)") from None
-    if not rows or rows[0] != ["label", "class"]:
-        raise VtdlError(f"{path} line 1: expected header label,class")
+    if not rows or tuple(rows[0]) != CLASSES_HEADER:
+        raise VtdlError(f"{path} line 1: expected header {','.join(CLASSES_HEADER)}")
     names: list[str] = []
     for line, row in enumerate(rows[1:], start=2):
         if len(row) != 2 or row[0] != str(len(names)):

@@ -20,7 +20,7 @@ import numpy as np
 
 from vtdl import tracking
 from vtdl.figures import draw_contact_sheet, draw_montage
-from vtdl.names import METHODS, SCRATCH
+from vtdl.names import CLASSES_FILE, METHODS, SCRATCH, split_list
 from vtdl.report.collect import DownstreamRun, Store
 from vtdl.report.plots import safe_name
 
@@ -50,12 +50,12 @@ def _lists(data: Path, dataset: str, split: int) -> tuple[list, list, list[str]]
     from vtdl.downstream.job import read_classes
 
     lists = data / "splits" / dataset
-    if not (lists / f"split{split}" / "train.csv").is_file():
+    if not split_list(lists, split, "train").is_file():
         return None
     return (
-        read_list(lists / f"split{split}" / "train.csv"),
-        read_list(lists / f"split{split}" / "test.csv"),
-        read_classes(lists / "classes.csv"),
+        read_list(split_list(lists, split, "train")),
+        read_list(split_list(lists, split, "test")),
+        read_classes(lists / CLASSES_FILE),
     )
 
 
