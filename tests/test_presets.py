@@ -42,7 +42,9 @@ def _fake_layout(fmt: str, videos: Path, splits: Path) -> None:
         for part in ("train", "val"):
             for cls in ("abseiling", "air drumming"):
                 _touch(videos / part / cls / "abc_000001_000011.mp4")
-        _touch(splits / "train.csv", "label,youtube_id,time_start,time_end,split\n")
+        # Enough listed training videos for the preset's queue of 12,500 and batch.
+        rows = "".join(f"abseiling,v{i:09d},0,10,train\n" for i in range(12600))
+        _touch(splits / "train.csv", "label,youtube_id,time_start,time_end,split\n" + rows)
 
 
 @pytest.mark.slow
@@ -78,6 +80,9 @@ def test_preset_builds_its_dag(tmp_path, presets):
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"--backbone {merged['pretrain']['backbones'][0]}" in result.stdout
     assert f"--dataset {name}" in result.stdout
+    # A download's frames are stored as JPEG: params.yaml's raw is meant for the embedded set's
+    # tiny frames (about 250 KiB per frame at the presets' short side 256).
+    assert "--codec jpeg" in result.stdout and "--codec raw" not in result.stdout
     assert '\\"crop_size\\": ' + str(merged["pretrain"]["crop_size"]) in result.stdout or (
         f'"crop_size": {merged["pretrain"]["crop_size"]}' in result.stdout
     )
