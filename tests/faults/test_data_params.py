@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from refused_run import refused_dry_run
 from split_files import make_ucf
 
 from vtdl import cli
@@ -27,26 +25,10 @@ from vtdl.downstream.job import FEATURE_SETTINGS
 from vtdl.errors import VtdlError
 
 ROOT = Path(__file__).resolve().parents[2]
-SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 PARAMS = load_yaml(ROOT / "params.yaml")
 # The shipped embedded sets: synth_ucf split 1 trains on 720 videos (10 classes x 18 groups x
 # 4 clips), 100 of them labelled (10 per class); every video has at most 56 frames.
 UCF_TRAIN, UCF_LABELLED, FRAMES_MAX = 720, 100, 56
-
-
-def _snakemake_dry_run(workdir: Path, params: dict) -> str:
-    (workdir / "params.yaml").write_text(json.dumps(params))
-    result = subprocess.run(
-        [str(SNAKEMAKE), "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir),
-         "--configfile", str(workdir / "params.yaml"), "--cores", "1", "-n"],
-        cwd=workdir, capture_output=True, text=True, timeout=180, check=False,
-        env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'm.db'}"},
-    )  # fmt: skip
-    text = result.stdout + result.stderr
-    assert result.returncode != 0, text[-2000:]
-    assert "Job stats" not in text and "Traceback" not in text, text[-2000:]
-    assert not any((workdir / d).exists() for d in ("data", "logs", "results", "m.db"))
-    return text
 
 
 # fault: (section, changes, texts the error must hold)
@@ -72,7 +54,7 @@ def test_snakemake_refuses_what_the_embedded_data_rules_out(tmp_path, name, faul
     section, changes, texts = SNAKEMAKE_FAULTS[name]
     params = copy.deepcopy(PARAMS)
     params[section].update(changes)
-    text = _snakemake_dry_run(tmp_path, params)
+    text = refused_dry_run(tmp_path, params)
     for expected in texts:
         assert expected in text, (expected, text[-2000:])
 
@@ -92,7 +74,7 @@ def test_snakemake_counts_a_downloaded_set_from_its_split_files(tmp_path, fault)
     params["downstream"].update(datasets=["real"], labels_per_class=0, batch_size=4)
     work = tmp_path / "work"
     work.mkdir()
-    text = _snakemake_dry_run(work, params)
+    text = refused_dry_run(work, params)
     assert "pretrain.queue_size: 8 must be below the 12 training videos of real split 1" in text
     assert "allowed 1..7" in text
 
