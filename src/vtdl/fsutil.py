@@ -57,6 +57,19 @@ def write_failure(path: str | os.PathLike, err: BaseException) -> VtdlError:
     )
 
 
+def check_writable(output: str | os.PathLike) -> None:
+    """Refuse now, naming `output` in `write_failure`'s words, when its folder takes no file: a
+    job that writes its first output after an epoch of work should not find out then."""
+    output = Path(output)
+    probe = output.with_name(f".{output.name}.probe-{os.getpid()}")
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+    except OSError as err:
+        raise write_failure(output, err) from None
+    probe.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to `path`; rename it onto `path` only if the block succeeds.

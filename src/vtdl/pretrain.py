@@ -45,7 +45,7 @@ from vtdl.config import load_settings
 from vtdl.data.clips import read_list
 from vtdl.data.triplets import EpochShuffle, TripletDataset
 from vtdl.errors import VtdlError
-from vtdl.fsutil import atomic_write_json, sha256_file
+from vtdl.fsutil import atomic_write_json, check_writable, sha256_file
 from vtdl.names import METHODS, PRETRAINED_METHODS, split_list
 from vtdl.pretext import build_pretraining_model
 from vtdl.progress import progress
@@ -291,6 +291,8 @@ def pretrain(
 def _train(job: _Job, args: argparse.Namespace, settings: PretrainSettings) -> dict[str, Any]:
     main, say = job.place.is_main, job.place.say
     checkpoint = job.out / "checkpoint.pt"
+    if main:  # a read-only or full output folder fails now, not after the first epochs
+        check_writable(checkpoint)
     if job.train_state.resume(checkpoint, job.digest):  # every rank reads it
         say(f"resuming from {checkpoint} at epoch {job.epoch}", flush=True)
     epochs = settings.epochs

@@ -202,9 +202,12 @@ def test_a_read_only_output_folder_is_one_error_naming_it_pretrain(
     (out / "earlier.txt").write_text("an earlier output\n")
     before = fault.snapshot([out])
     args = pretrain_args(tmp_path, data / "raw", data / "lists", "job")
+    runs_before = len(tracking.find_runs("tags.stage = 'pretrain'"))
     with read_only(out), pytest.raises(VtdlError) as err:
         pretrain_stage.pretrain(args, tiny_settings(epochs=1))
     _one_line(err.value, str(out / "checkpoint.pt"), f"the folder {out} is not writable")
+    # Refused before the first epoch: no MLflow run was started.
+    assert len(tracking.find_runs("tags.stage = 'pretrain'")) == runs_before
     fault.intact(before)
     assert sorted(p.name for p in out.iterdir()) == ["earlier.txt"]
 
