@@ -54,9 +54,14 @@ def test_the_cli_refuses_it_in_one_line(tmp_path, fault):
     torch.save({"format": "vtdl-encoder/1", "extra": _Payload(marker)}, path)
     lists = tmp_path / "lists"
     (lists / "split1").mkdir(parents=True)
-    (lists / "classes.csv").write_text("label,class\n0,a\n")
+    # Lists the settings accept (clips fit the videos, a labelled batch fits), so that the
+    # encoder file is what the stage reads next.
+    (lists / "classes.csv").write_text("label,class\n0,a\n1,b\n")
+    rows = "".join(
+        f"{c}/x{i:02d}.avi,{label},{c},60\n" for label, c in enumerate("ab") for i in range(12)
+    )
     for name in ("train", "test"):
-        (lists / "split1" / f"{name}.csv").write_text("path,label,class,frames\na/x.avi,0,a,10\n")
+        (lists / "split1" / f"{name}.csv").write_text("path,label,class,frames\n" + rows)
     (tmp_path / "frames").mkdir()
     result = subprocess.run(
         [str(Path(sys.executable).with_name("vtdl")), "finetune", "--encoder", str(path),
