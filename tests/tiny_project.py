@@ -113,16 +113,21 @@ def out(result: subprocess.CompletedProcess) -> str:
     return (result.stdout + result.stderr)[-6000:]
 
 
+def copy_project(dest: Path, params: dict) -> Path:
+    """This checkout's workflow, package and project files in `dest`, with `params`."""
+    for rel in PROJECT_FILES:
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / rel, dest / rel)
+    skip = shutil.ignore_patterns("__pycache__", "*.egg-info")
+    shutil.copytree(ROOT / "workflow", dest / "workflow", ignore=skip)
+    shutil.copytree(ROOT / "src", dest / "src", ignore=skip)
+    (dest / "params.yaml").write_text(json.dumps(params, indent=1))
+    return dest
+
+
 def make_project(base: Path) -> Path:
     """origin.git (a tiny copy of this project), clone A after `make push`, the remote."""
-    origin = base / "origin"
-    for rel in PROJECT_FILES:
-        (origin / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / rel, origin / rel)
-    skip = shutil.ignore_patterns("__pycache__", "*.egg-info")
-    shutil.copytree(ROOT / "workflow", origin / "workflow", ignore=skip)
-    shutil.copytree(ROOT / "src", origin / "src", ignore=skip)
-    (origin / "params.yaml").write_text(json.dumps(tiny_params(), indent=1))
+    origin = copy_project(base / "origin", tiny_params())
     git("init", "-q", "-b", "main", cwd=origin)
     git("add", "-A", cwd=origin)
     git("commit", "-qm", "tiny vtdl", cwd=origin)

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tiny_project import BIN, PROJECT_FILES, ROOT, env, tiny_params
+from tiny_project import BIN, ROOT, copy_project, env, tiny_params
 
 from vtdl import tracking
 from vtdl.checkpoint import load_checkpoint
@@ -44,16 +44,9 @@ TARGET = "results/finetune/synth_ucf/split1/vtdl_small3d_s0.json"
 
 def _project(dest: Path) -> Path:
     """This checkout's workflow and package with the tiny params (6 pretraining epochs)."""
-    for rel in PROJECT_FILES:
-        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / rel, dest / rel)
-    skip = shutil.ignore_patterns("__pycache__", "*.egg-info")
-    shutil.copytree(ROOT / "workflow", dest / "workflow", ignore=skip)
-    shutil.copytree(ROOT / "src", dest / "src", ignore=skip)
     params = tiny_params()
     params["pretrain"]["epochs"] = EPOCHS
-    (dest / "params.yaml").write_text(json.dumps(params, indent=1))
-    return dest
+    return copy_project(dest, params)
 
 
 def _reproduce(*args: str) -> list[str]:
