@@ -7,6 +7,7 @@ import fcntl
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -59,6 +60,17 @@ def test_a_second_run_is_refused_while_the_first_holds_the_folder(tmp_path):
     assert not (tmp_path / "ran").exists()
 
 
+def _proc_view(pid: int) -> str:
+    """What /proc shows of `pid`, for a failure message."""
+    view = []
+    for name, read in (("cmdline", lambda p: p.read_bytes()), ("cwd", os.readlink)):
+        try:
+            view.append(f"{name}={read(Path('/proc', str(pid), name))!r}")
+        except OSError as err:
+            view.append(f"{name}: {err!r}")
+    return ", ".join(view)
+
+
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc")
 def test_the_lock_of_a_snakemake_started_by_hand_is_left_to_snakemake(tmp_path):
     files = _lock_files(tmp_path)
@@ -66,7 +78,10 @@ def test_the_lock_of_a_snakemake_started_by_hand_is_left_to_snakemake(tmp_path):
     fake.symlink_to(sys.executable)
     live = subprocess.Popen([str(fake), "-c", "import time; time.sleep(60)"], cwd=tmp_path)
     try:
-        assert snakelock._live_snakemake_here(tmp_path) == live.pid
+        deadline = time.monotonic() + 10  # seen in /proc once the kernel has exec'd it
+        while snakelock._live_snakemake_here(tmp_path) is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert snakelock._live_snakemake_here(tmp_path) == live.pid, _proc_view(live.pid)
         done = _run(tmp_path, "true")
     finally:
         live.kill()
@@ -81,3 +96,27 @@ def test_a_missing_command_is_one_line(tmp_path):
     assert done.returncode == 127
     assert done.stderr.strip().startswith(f"vtdl: cannot start {tmp_path / 'no-such-snakemake'}:")
     assert os.path.exists(tmp_path / ".snakemake" / "vtdl-run.lock")
+
+
+def test_a_snakemake_of_ours_whose_folder_cannot_be_read_counts_as_running_here(
+    tmp_path, monkeypatch
+):
+    fake = tmp_path / "snakemake"
+    fake.symlink_to(sys.executable)
+    live = subprocess.Popen([str(fake), "-c", "import time; time.sleep(60)"], cwd=tmp_path)
+    real_readlink = os.readlink
+
+    def readlink(path, *args, **kwargs):  # as in a container without ptrace rights
+        if str(path) == f"/proc/{live.pid}/cwd":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_readlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(snakelock.os, "readlink", readlink)
+    try:
+        deadline = time.monotonic() + 10
+        while snakelock._live_snakemake_here(tmp_path) is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert snakelock._live_snakemake_here(tmp_path / "elsewhere") == live.pid
+    finally:
+        live.kill()
+        live.wait()

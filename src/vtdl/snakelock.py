@@ -40,13 +40,24 @@ def _live_snakemake_here(folder: Path) -> int | None:
             continue
         try:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
-            cwd = os.readlink(entry / "cwd")
-        except OSError:  # gone meanwhile, or another user's process
+            owner = entry.stat().st_uid
+        except OSError:  # gone meanwhile
             continue
         words = [a.decode("utf-8", "replace") for a in argv if a]
-        if any(Path(w).name.startswith("snakemake") for w in words[:3]) and (
-            cwd == here or here in words
-        ):
+        if not any(Path(w).name.startswith("snakemake") for w in words[:3]):
+            continue
+        try:
+            cwd = os.readlink(entry / "cwd")
+        except FileNotFoundError:  # gone meanwhile
+            continue
+        except OSError:
+            # A Snakemake whose working directory we may not read (a container without
+            # ptrace rights, hidepid). Ours could be running here: leave the locks to
+            # Snakemake's own check. Another user's cannot hold locks in our folder.
+            if owner == os.getuid():
+                return int(entry.name)
+            continue
+        if cwd == here or here in words:
             return int(entry.name)
     return None
 
