@@ -48,8 +48,11 @@ docs: $(STAMP)
 	$(BIN)/python -c "from vtdl.config import configuration_reference as ref, load_yaml; \
 	print(ref(load_yaml('params.yaml')), end='')" > docs/configuration.md
 
+# Two pytest workers: many tests wait on servers, apt or subprocess start-up, so two overlap
+# well even on two cores. TEST_WORKERS=0 runs them in one process.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests

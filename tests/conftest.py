@@ -11,6 +11,22 @@ from tiny_project import BIN, make_project
 from vtdl.data.framestore import frame_file_path, write_frames
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items):
+    """`make test` runs on two pytest-xdist workers (`--dist loadgroup`): one module's tests stay
+    on one worker (module fixtures are built once), and every test of the session-wide
+    `tiny_project` shares one worker, so the whole pipeline behind it runs once. That group is
+    the longest, so it goes first: the other worker takes the modules meanwhile."""
+
+    def shared(item: pytest.Item) -> bool:
+        return "tiny_project" in getattr(item, "fixturenames", ())
+
+    items.sort(key=lambda item: not shared(item))  # stable: the rest keep their order
+    for item in items:
+        group = "tiny_project" if shared(item) else item.nodeid.split("::", 1)[0]
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 @pytest.fixture(scope="session")
 def tiny_project(tmp_path_factory):
     """A tiny copy of this project after the whole pipeline ran through `make push` (once per

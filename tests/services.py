@@ -10,10 +10,12 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.request
 
 import pytest
+from filelock import FileLock
 
 
 def apt_install(packages: list[str], present: bool) -> None:
@@ -22,10 +24,17 @@ def apt_install(packages: list[str], present: bool) -> None:
         return
     if shutil.which("apt-get") is None or os.geteuid() != 0:
         pytest.skip(f"{', '.join(packages)} missing and apt-get (as root) is not available")
-    for command in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", *packages]):
-        result = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False)
-        if result.returncode != 0:
-            pytest.skip(f"cannot install {', '.join(packages)}: {result.stderr[-500:]}")
+    # One apt at a time: tests run on two workers, and dpkg refuses a second one.
+    with FileLock(os.path.join(tempfile.gettempdir(), "vtdl-tests-apt.lock")):
+        for command in (
+            ["apt-get", "update", "-qq"],
+            ["apt-get", "install", "-y", "-qq", *packages],
+        ):
+            result = subprocess.run(
+                command, capture_output=True, text=True, timeout=900, check=False
+            )
+            if result.returncode != 0:
+                pytest.skip(f"cannot install {', '.join(packages)}: {result.stderr[-500:]}")
 
 
 def free_port() -> int:
