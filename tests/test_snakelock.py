@@ -3,11 +3,13 @@ Snakemake runs there."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -71,21 +73,28 @@ def _proc_view(pid: int) -> str:
     return ", ".join(view)
 
 
-@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc")
-def test_the_lock_of_a_snakemake_started_by_hand_is_left_to_snakemake(tmp_path):
-    files = _lock_files(tmp_path)
-    fake = tmp_path / "snakemake"  # a process whose command line says snakemake, run here
+@contextlib.contextmanager
+def _snakemake_by_hand(folder: Path) -> Iterator[subprocess.Popen]:
+    """A process whose command line says snakemake, running in `folder`, once /proc shows it."""
+    fake = folder / "snakemake"
     fake.symlink_to(sys.executable)
-    live = subprocess.Popen([str(fake), "-c", "import time; time.sleep(60)"], cwd=tmp_path)
+    live = subprocess.Popen([str(fake), "-c", "import time; time.sleep(60)"], cwd=folder)
     try:
         deadline = time.monotonic() + 10  # seen in /proc once the kernel has exec'd it
-        while snakelock._live_snakemake_here(tmp_path) is None and time.monotonic() < deadline:
+        while snakelock._live_snakemake_here(folder) is None and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert snakelock._live_snakemake_here(tmp_path) == live.pid, _proc_view(live.pid)
-        done = _run(tmp_path, "true")
+        yield live
     finally:
         live.kill()
         live.wait()
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc")
+def test_the_lock_of_a_snakemake_started_by_hand_is_left_to_snakemake(tmp_path):
+    files = _lock_files(tmp_path)
+    with _snakemake_by_hand(tmp_path) as live:
+        assert snakelock._live_snakemake_here(tmp_path) == live.pid, _proc_view(live.pid)
+        done = _run(tmp_path, "true")
     assert done.returncode == 0 and "removed" not in done.stderr
     assert all(path.exists() for path in files)
     assert snakelock._live_snakemake_here(tmp_path) is None
@@ -98,25 +107,17 @@ def test_a_missing_command_is_one_line(tmp_path):
     assert os.path.exists(tmp_path / ".snakemake" / "vtdl-run.lock")
 
 
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc")
 def test_a_snakemake_of_ours_whose_folder_cannot_be_read_counts_as_running_here(
     tmp_path, monkeypatch
 ):
-    fake = tmp_path / "snakemake"
-    fake.symlink_to(sys.executable)
-    live = subprocess.Popen([str(fake), "-c", "import time; time.sleep(60)"], cwd=tmp_path)
     real_readlink = os.readlink
+    with _snakemake_by_hand(tmp_path) as live:
 
-    def readlink(path, *args, **kwargs):  # as in a container without ptrace rights
-        if str(path) == f"/proc/{live.pid}/cwd":
-            raise PermissionError(13, "Permission denied", str(path))
-        return real_readlink(path, *args, **kwargs)
+        def readlink(path, *args, **kwargs):  # as in a container without ptrace rights
+            if str(path) == f"/proc/{live.pid}/cwd":
+                raise PermissionError(13, "Permission denied", str(path))
+            return real_readlink(path, *args, **kwargs)
 
-    monkeypatch.setattr(snakelock.os, "readlink", readlink)
-    try:
-        deadline = time.monotonic() + 10
-        while snakelock._live_snakemake_here(tmp_path) is None and time.monotonic() < deadline:
-            time.sleep(0.05)
+        monkeypatch.setattr(snakelock.os, "readlink", readlink)
         assert snakelock._live_snakemake_here(tmp_path / "elsewhere") == live.pid
-    finally:
-        live.kill()
-        live.wait()
