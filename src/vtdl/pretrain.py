@@ -125,9 +125,7 @@ class _Job:
         )
         self.loader: DataLoader | None = None
         self.steps_per_epoch = len(entries) // batch  # drop_last: every step sees a full batch
-        self.model.to(self.runtime.device)
-        if self.runtime.channels_last:
-            self.model.to(memory_format=torch.channels_last_3d)
+        self.runtime.place(self.model)
         # What the steps call: the model itself, or under torchrun its DistributedDataParallel
         # wrapper (gradients averaged over ranks); checkpoints hold the model's own state.
         self.step_model = distributed.wrap(self.model, self.runtime.device)

@@ -32,6 +32,13 @@ class Runtime:
         # state still round-trips through checkpoints.
         return torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
 
+    def place(self, module: torch.nn.Module) -> torch.nn.Module:
+        """Move `module` to the device, in the channels_last_3d memory format when chosen."""
+        module.to(self.device)
+        if self.channels_last:
+            module.to(memory_format=torch.channels_last_3d)
+        return module
+
     def to_device(self, batch: torch.Tensor) -> torch.Tensor:
         batch = batch.to(self.device, non_blocking=True)
         if self.channels_last and batch.dim() == 5:
@@ -66,7 +73,7 @@ def select_runtime(device: str = "auto", amp: str = "auto", channels_last: bool 
         amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     else:
         amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
-    return Runtime(dev, amp_dtype, channels_last and dev.type == "cuda")
+    return Runtime(dev, amp_dtype, channels_last)
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:

@@ -121,7 +121,7 @@ class Job(JobSpec):
 
     def backbone_features(self) -> Callable[[Tensor], Tensor]:
         """Pooled (B, D) features of the backbone, which is put on the device in eval mode."""
-        self.backbone.to(self.runtime.device).eval()
+        self.runtime.place(self.backbone).eval()
         return lambda clips: global_average_pool(self.backbone(clips))
 
 

@@ -85,9 +85,7 @@ class _Trainer:
         head = build_classifier_head(
             job.backbone_name, job.backbone.feature_dim, job.num_classes, recipe.dropout
         )
-        self.model = BackboneWithHead(job.backbone, head).to(job.runtime.device)
-        if job.runtime.channels_last:
-            self.model.to(memory_format=torch.channels_last_3d)
+        self.model = job.runtime.place(BackboneWithHead(job.backbone, head))
         # The model or, under torchrun, its DistributedDataParallel wrapper (vtdl.distributed).
         self.step_model = distributed.wrap(self.model, job.runtime.device)
         self.share = distributed.per_rank_batch(
