@@ -3,7 +3,7 @@
 Reads what the run left behind (nothing is re-run): every rule's Snakemake `benchmark:` file
 (`benchmarks/<stage>/...tsv`: wall seconds and CPU seconds of the job, children included),
 the jobs' logs (`logs/<stage>/...log`: the line `vtdl: startup X s CPU before the first batch`
-printed by jobs that train or encode) and the newest Snakemake log (`.snakemake/log/`: the
+printed by jobs that train or encode) and the newest Snakemake log that ran jobs (`.snakemake/log/`: the
 first and last timestamps, i.e. the pipeline's wall time). Prints a Markdown table:
 
     .venv/bin/python bench/budget.py [--cores N]
@@ -29,16 +29,18 @@ STAMP = re.compile(r"^\[(\w{3} \w{3} +\d+ \d\d:\d\d:\d\d \d{4})\]")
 
 
 def pipeline_wall_s(log_dir: Path) -> float:
-    """Seconds between the first and the last timestamp of the newest Snakemake log."""
+    """Seconds between the first and the last timestamp of the newest Snakemake log that ran
+    jobs (a later no-op `make reproduce` writes a log without any)."""
     logs = sorted(log_dir.glob("*.snakemake.log"), key=lambda p: p.stat().st_mtime)
-    if not logs:
-        raise SystemExit(f"no Snakemake log under {log_dir}")
-    stamps = [
-        datetime.strptime(" ".join(m.group(1).split()), "%a %b %d %H:%M:%S %Y")
-        for line in logs[-1].read_text().splitlines()
-        if (m := STAMP.match(line))
-    ]
-    return (max(stamps) - min(stamps)).total_seconds()
+    for log in reversed(logs):
+        stamps = [
+            datetime.strptime(" ".join(m.group(1).split()), "%a %b %d %H:%M:%S %Y")
+            for line in log.read_text().splitlines()
+            if (m := STAMP.match(line))
+        ]
+        if stamps:
+            return (max(stamps) - min(stamps)).total_seconds()
+    raise SystemExit(f"no Snakemake log of a run that ran jobs under {log_dir}")
 
 
 def main() -> None:

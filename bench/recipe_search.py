@@ -133,7 +133,8 @@ def main() -> None:
         from vtdl.seeds import seed_everything
 
         seed_everything(args.seed)
-        backbone = build_backbone(settings["backbones"][0])
+        name = settings["backbones"][0]  # with its options, as the `scratch` row of a run
+        backbone = build_backbone(name, **settings["backbone_options"].get(name, {}))
         row = {"name": args.name, "method": "scratch", "seed": args.seed, "overrides": overrides}
         row.update({k: round(v, 4) for k, v in validate(backbone, settings, args.seed).items()})
         log_trial(args.log, row)

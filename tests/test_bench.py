@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -100,3 +102,26 @@ def test_the_table_shows_every_figure():
     rows = [line for line in bench.table(results).splitlines() if line.startswith("| ")]
     assert len(rows) == 1 + 10  # the header, then one row per line of figures
     assert all("None" not in row for row in rows)
+
+
+def test_the_budget_reads_the_last_snakemake_log_that_ran_jobs(tmp_path):
+    """A no-op `make reproduce` after the run writes a newer log without timestamps: the
+    pipeline's wall time still comes from the run that ran the jobs."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        from budget import pipeline_wall_s
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    ran = tmp_path / "2026-12-05T100000.000000.snakemake.log"
+    ran.write_text(
+        "Building DAG of jobs...\n[Sat Dec  5 10:00:05 2026]\nrule synth:\n"
+        "[Sat Dec  5 10:21:35 2026]\nFinished jobid: 0 (Rule: all)\n"
+    )
+    noop = tmp_path / "2026-12-05T110000.000000.snakemake.log"
+    noop.write_text("Building DAG of jobs...\nNothing to be done.\n")
+    os.utime(ran, (1, 1))
+    assert pipeline_wall_s(tmp_path) == 21 * 60 + 30
+    noop.unlink()
+    ran.unlink()
+    with pytest.raises(SystemExit, match="no Snakemake log of a run that ran jobs"):
+        pipeline_wall_s(tmp_path)
