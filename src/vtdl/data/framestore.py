@@ -159,7 +159,12 @@ def write_frame_file(
                     f"{path}: frame {len(offsets) - 1} is {frame.dtype} {frame.shape}, "
                     f"expected uint8 {(height, width, 3)}"
                 )
-            blob = _encode_jpeg(frame, quality) if codec == "jpeg" else frame.tobytes()
+            # A raw frame is written and checksummed from its own memory (no bytes copy).
+            blob = (
+                _encode_jpeg(frame, quality)
+                if codec == "jpeg"
+                else memoryview(np.ascontiguousarray(frame)).cast("B")
+            )
             f.write(blob)
             crc = zlib.crc32(blob, crc)
             offsets.append(offsets[-1] + len(blob))

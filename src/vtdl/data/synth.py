@@ -32,7 +32,6 @@ from pathlib import Path
 import numpy as np
 
 from vtdl import seeds
-from vtdl.data.video import write_video
 from vtdl.errors import VtdlError
 from vtdl.fsutil import atomic_write_text
 from vtdl.progress import progress
@@ -848,6 +847,10 @@ def generate(
         videos = _plan_hmdb(classes, videos_per_class, seed)
         split_texts = _hmdb_split_texts(classes, videos, videos_per_class, seed)
     _refuse_foreign_files(videos_dir, splits_dir, videos, list(split_texts))
+    # Imported here: building the job graph reads this module's class and split sizes
+    # (vtdl.data.sizes), and PyAV's import is a tenth of a second of every `make reproduce`.
+    from vtdl.data.video import write_video
+
     for video in progress(videos, desc=f"synth {fmt}", total=len(videos), unit="video"):
         rng = seeds.numpy_rng(seed, _FORMAT_TAG[fmt], 0, video.class_index, video.video_index)
         num_frames = int(rng.integers(frames_min, frames_max + 1))
