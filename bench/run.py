@@ -250,9 +250,23 @@ def pretrain_command(frames: Path, lists: Path, out: Path, settings: dict) -> li
 # ---------------------------------------------------------------------------------- figures
 
 
+# What `make bench ARGS="--project ..."` leaves in this process's environment: make exports a
+# command-line variable to its recipes and passes it on to sub-makes (MAKEFLAGS), so the
+# project's `make reproduce` would hand bench's ARGS to Snakemake.
+_PARENT_MAKE_VARIABLES = {"ARGS", "MAKEFLAGS", "MFLAGS", "MAKEOVERRIDES", "MAKELEVEL"}
+
+
+def project_make_env() -> dict[str, str]:
+    """This process's environment without what a `make bench` around it put there."""
+    return {k: v for k, v in os.environ.items() if k not in _PARENT_MAKE_VARIABLES}
+
+
 def noop_rerun(project: Path) -> dict[str, Any]:
     """A no-op `make reproduce` next to a no-op one-rule Snakemake workflow."""
-    dry = subprocess.run(["make", "dry-run"], cwd=project, capture_output=True, text=True)
+    env = project_make_env()
+    dry = subprocess.run(
+        ["make", "dry-run"], cwd=project, env=env, capture_output=True, text=True
+    )
     if dry.returncode != 0 or "Nothing to be done" not in dry.stdout + dry.stderr:
         return {
             "noop_rerun_s": None,
@@ -266,7 +280,7 @@ def noop_rerun(project: Path) -> dict[str, Any]:
         snakemake = [str(BIN / "snakemake"), "--cores", "1", "--quiet", "all"]
         subprocess.run(snakemake, cwd=floor, check=True, capture_output=True)
         noop, bare = alternate(
-            lambda: timed(["make", "reproduce"], project),
+            lambda: timed(["make", "reproduce"], project, env),
             lambda: timed(snakemake, floor),
             rounds=5,
         )

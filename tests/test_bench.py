@@ -125,3 +125,20 @@ def test_the_budget_reads_the_last_snakemake_log_that_ran_jobs(tmp_path):
     ran.unlink()
     with pytest.raises(SystemExit, match="no Snakemake log of a run that ran jobs"):
         pipeline_wall_s(tmp_path)
+
+
+def test_the_no_op_rerun_runs_the_projects_make_without_bench_s_own_args(tmp_path):
+    """`make bench ARGS="--project P"` exports ARGS to bench (and MAKEFLAGS passes it on to any
+    sub-make): the project's `make reproduce` must not receive it, or Snakemake gets bench's
+    options and the no-op figure is never measured."""
+    (tmp_path / "Makefile").write_text(
+        "show:\n"
+        f"\t@{sys.executable} -c \"import sys; sys.path.insert(0, '{ROOT / 'bench'}'); "
+        "import os, run; print(os.environ.get('ARGS'), run.project_make_env().get('ARGS'), "
+        "'MAKEFLAGS' in run.project_make_env())\"\n"
+    )
+    done = subprocess.run(
+        ["make", "-s", "show", "ARGS=--project x"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["--project", "x", "None", "False"]
