@@ -3,8 +3,9 @@
 Reads what the run left behind (nothing is re-run): every rule's Snakemake `benchmark:` file
 (`benchmarks/<stage>/...tsv`: wall seconds and CPU seconds of the job, children included),
 the jobs' logs (`logs/<stage>/...log`: the line `vtdl: startup X s CPU before the first batch`
-printed by jobs that train or encode) and the newest Snakemake log that ran jobs (`.snakemake/log/`: the
-first and last timestamps, i.e. the pipeline's wall time). Prints a Markdown table:
+printed by jobs that train or encode) and the newest Snakemake log that ran jobs
+(`.snakemake/log/`: the first and last timestamps, i.e. the pipeline's wall time). Prints a
+Markdown table:
 
     .venv/bin/python bench/budget.py [--cores N]
 
