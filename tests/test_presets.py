@@ -128,3 +128,10 @@ def test_a_preset_without_its_data_stops_before_any_job_naming_the_key(tmp_path)
     assert result.returncode != 0
     message = "datasets.ucf101.videos: directory not found: data/real/UCF-101"
     assert message in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("name", ["ucf101.yaml", "hmdb51.yaml", "embedded_long.yaml"])
+def test_the_paper_and_long_presets_test_with_ten_clips(name):
+    """params.yaml's embedded default tests with 5 clips to fit its 30 minutes; a preset that
+    did not say otherwise would inherit that instead of the 10-clip test it reports."""
+    assert load_yaml(PRESETS / name)["downstream"]["test_clips"] == 10
