@@ -146,9 +146,29 @@ LIGHT_STAGES = {
 }
 
 
+def _heavy_imports_of(code: str, heavy: tuple[str, ...]) -> str:
+    """Which of `heavy` a fresh interpreter has imported after running `code`."""
+    probe = f"import sys\n{code}\nprint(sorted(m for m in {heavy!r} if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    return done.stdout.strip()
+
+
 @pytest.mark.parametrize("module", sorted(LIGHT_STAGES))
 def test_light_stages_start_without_heavy_imports(module):
-    heavy = LIGHT_STAGES[module]
-    probe = f"import sys, {module}; print(sorted(m for m in {heavy!r} if m in sys.modules))"
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
-    assert done.stdout.strip() == "[]", f"{module} imports {done.stdout.strip()}"
+    found = _heavy_imports_of(f"import {module}", LIGHT_STAGES[module])
+    assert found == "[]", f"{module} imports {found}"
+
+
+def test_building_the_job_graph_imports_neither_torch_mlflow_nor_pyav():
+    """What common.smk runs while Snakemake builds the DAG, on the shipped params.yaml: every
+    `make reproduce`, a no-op one included, pays for these imports (README, make bench)."""
+    code = (
+        "from vtdl.config import load_yaml, validate_params\n"
+        "from vtdl.data.sizes import check_data_params\n"
+        "from vtdl.codeinputs import stage_files\n"
+        f"params = load_yaml({str(ROOT / 'params.yaml')!r})\n"
+        "validate_params(params, source='params')\n"
+        "check_data_params(params, source='params')\n"
+        "stage_files('vtdl.pretrain'); stage_files('vtdl.data.synth')"
+    )
+    assert _heavy_imports_of(code, ("av", "mlflow", "torch")) == "[]"
