@@ -8,12 +8,13 @@ vtdl.tracking talks to MLflow, or when computed code inputs miss an import.
 from __future__ import annotations
 
 import ast
+import json
 import re
 from pathlib import Path
 
 import pytest
 
-from vtdl import names
+from vtdl import codeinputs, names
 from vtdl.codeinputs import stage_files, stage_modules
 from vtdl.config import load_schema, load_yaml, validate_params
 from vtdl.errors import VtdlError
@@ -164,6 +165,9 @@ def test_names_and_code_inputs_stay_light():
             "ast",
             "dataclasses",
             "functools",
+            "hashlib",
+            "json",
+            "os",
             "pathlib",
             "re",
         }, module
@@ -209,6 +213,59 @@ def test_stage_modules_follow_every_kind_of_import(tmp_path):
     assert "sub/__init__.py" in stage_files("vtdl.stage", package)
     with pytest.raises(ValueError, match="no module"):
         stage_modules("vtdl.missing", package)
+
+
+@pytest.fixture
+def cache_file(tmp_path):
+    """The import cache in a file of the test's own; in memory again afterwards."""
+    file = tmp_path / "cache" / "code-imports.json"
+    codeinputs.use_cache_file(file)
+    yield file
+    codeinputs.use_cache_file(None)
+
+
+def test_code_inputs_come_from_the_cache_file_until_a_module_changes(
+    tmp_path, cache_file, monkeypatch
+):
+    package = _write(
+        tmp_path / "vtdl",
+        {"__init__.py": "", "stage.py": "from vtdl import a\n", "a.py": "", "b.py": ""},
+    )
+    assert stage_files("vtdl.stage", package) == ["__init__.py", "a.py", "stage.py"]
+    assert cache_file.is_file()
+
+    # A later Snakemake start (a new process): nothing is parsed, the same files come out.
+    def no_parsing(*args):
+        raise AssertionError("parsed although the cache file knows this text")
+
+    monkeypatch.setattr(codeinputs, "_parse_imports", no_parsing)
+    codeinputs.use_cache_file(cache_file)
+    assert stage_files("vtdl.stage", package) == ["__init__.py", "a.py", "stage.py"]
+
+    # An edited module is parsed again (and only it): its new import counts.
+    monkeypatch.undo()
+    (package / "a.py").write_text("import vtdl.b\n")
+    codeinputs.use_cache_file(cache_file)
+    assert stage_files("vtdl.stage", package) == ["__init__.py", "a.py", "b.py", "stage.py"]
+
+
+def test_a_broken_cache_file_or_an_older_parser_parse_again(tmp_path, cache_file, monkeypatch):
+    package = _write(
+        tmp_path / "vtdl", {"__init__.py": "", "stage.py": "import vtdl.a\n", "a.py": ""}
+    )
+    cache_file.parent.mkdir(parents=True)
+    for junk in ("{not json", '["a list"]', '{"modules": {"x": 3}}'):
+        cache_file.write_text(junk)
+        codeinputs.use_cache_file(cache_file)
+        assert stage_files("vtdl.stage", package) == ["__init__.py", "a.py", "stage.py"]
+        assert json.loads(cache_file.read_text())["modules"], "rewritten with what was parsed"
+
+    # What an older parser found (here: a wrong answer) is never reused once the parser changed.
+    entries = json.loads(cache_file.read_text())["modules"]
+    cache_file.write_text(json.dumps({"modules": {k: [] for k in entries}}))
+    monkeypatch.setattr(codeinputs, "_PARSER", "a-newer-parser")
+    codeinputs.use_cache_file(cache_file)
+    assert stage_files("vtdl.stage", package) == ["__init__.py", "a.py", "stage.py"]
 
 
 def test_the_real_stages_import_what_their_jobs_run():

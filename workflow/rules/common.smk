@@ -11,7 +11,7 @@ from vtdl.config import validate_params
 from vtdl.data.sizes import check_data_params
 from vtdl.errors import VtdlError
 from vtdl import names
-from vtdl.codeinputs import stage_files
+from vtdl.codeinputs import stage_files, use_cache_file
 
 try:
     # Before any job runs: a wrong key, type or range stops here with the key named.
@@ -82,6 +82,8 @@ ENV = "../envs/vtdl.yaml"
 # Relative to the working directory when the workflow runs in its own checkout (the usual case).
 _src = Path(workflow.basedir, "src", "vtdl").resolve()
 SRC = _src.relative_to(Path.cwd()) if _src.is_relative_to(Path.cwd()) else _src
+# What each module imports, kept between runs: only edited files are parsed again.
+use_cache_file(Path(".snakemake", "vtdl", "code-imports.json"))
 
 
 wildcard_constraints:
