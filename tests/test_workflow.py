@@ -16,6 +16,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -224,9 +225,11 @@ def test_changing_one_class_re_extracts_only_that_class(workdir):
 
 
 def test_editing_a_module_re_runs_exactly_the_stages_that_import_it(tmp_path):
-    """Code inputs are the stages' computed imports: touch each module, dry-run, count jobs.
+    """Code inputs are the stages' computed imports: edit each module, dry-run, count jobs.
+    Touching every file without editing it re-runs nothing (a branch switched and back must
+    not redo hours of training: Snakemake compares the recorded checksums of small inputs).
 
-    The workflow runs from a copy of this checkout, so the copy's sources can be touched.
+    The workflow runs from a copy of this checkout, so the copy's sources can be edited.
     """
     checkout = copy_checkout(tmp_path / "checkout")
     work = tmp_path / "work"
@@ -245,6 +248,11 @@ def test_editing_a_module_re_runs_exactly_the_stages_that_import_it(tmp_path):
         "splits": {"splits": 2},
     }
     package = checkout / "src" / "vtdl"
+    later = time.time() + 60
+    for path in package.rglob("*.py"):
+        os.utime(path, (later, later))
+    touched = snakemake(work, "-n", *TARGETS, checkout=checkout)
+    assert "Nothing to be done" in output_of(touched), output_of(touched)[-2000:]
     for module in sorted({m for files in stages.values() for m in files} | {"pretext.py"}):
         path = package / module
         before, source = path.stat(), path.read_bytes()

@@ -12,9 +12,11 @@ Snakemake). Three things do not work out of the box, and this module handles the
   metrics (mean over seeds) of every result file to `results/metrics.json`.
 - After `dvc pull` the files carry the time they were written, in whatever order DVC wrote
   them, so Snakemake would find outputs older than their inputs and re-run the whole pipeline.
-  `pull` runs `snakemake --touch` after a successful pull: in job order, it marks every pulled
-  output as up to date without running anything. It also refuses to pull over tracked outputs
-  that were changed in the workspace (DVC would overwrite them), unless forced.
+  `pull` runs `snakemake --touch --forceall` after a successful pull: in job order, it marks
+  every pulled output as up to date without running anything, and gives every job Snakemake's
+  metadata, so a source file touched but not edited later re-runs nothing. It also refuses to
+  pull over tracked outputs that were changed in the workspace (DVC would overwrite them),
+  unless forced.
 
 Stages of dvc.yaml run `python -m vtdl.dvcsync run <rules>`: Snakemake on the output files of
 those rules' jobs. Run as `python -m vtdl.dvcsync {run,seal,pull,push}` from the project root
@@ -309,8 +311,11 @@ def pull(force: bool = False, remote: str | None = None) -> None:
             "was never pushed: ask whoever committed it to `make push`, or check the remote "
             "(`dvc remote list`, `dvc status --cloud`)"
         )
-    # Touch in job order: every pulled output becomes newer than its inputs, nothing runs.
-    touch = _run([_bin("snakemake"), "--touch", "--cores", "1", "--quiet"])
+    # Touch every job in job order: each pulled output becomes newer than its inputs, nothing
+    # runs, and every job gets Snakemake's metadata (input checksums). Without --forceall only
+    # the jobs whose files DVC happened to write out of order got it, and later a source file
+    # merely touched (a branch switched and back) re-ran everything after the jobs without it.
+    touch = _run([_bin("snakemake"), "--touch", "--forceall", "--cores", "1", "--quiet"])
     if touch.returncode != 0:
         raise VtdlError("snakemake --touch failed after the pull (see above)")
     if mismatched:
