@@ -25,17 +25,12 @@ from vtdl.names import BACKBONES, SELF_SUPERVISED_METHODS
 SCHEMA_PATH = Path(__file__).resolve().with_name("params.schema.yaml")
 
 
-# libyaml's loader (bundled with PyYAML's wheels) reads the params schema ten times faster than
-# the pure-Python one, and every Snakemake start reads it.
-_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
 def load_yaml(path: str | os.PathLike) -> Any:
     path = Path(path)
     if not path.is_file():
         raise VtdlError(f"{path}: file not found")
     try:
-        return yaml.load(path.read_text(encoding="utf-8"), Loader=_YAML_LOADER)
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
         raise VtdlError(f"{path}: not valid YAML: {err}") from None
 
