@@ -7,11 +7,32 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 from snakemake.settings.types import DeploymentMethod
 
-from vtdl.config import validate_params
+from vtdl.config import load_yaml, validate_params
 from vtdl.data.sizes import check_data_params
 from vtdl.errors import VtdlError
 from vtdl import names
 from vtdl.codeinputs import stage_files, use_cache_file
+
+
+def in_order_of(config, reference):
+    """`config` with the keys of every mapping in `reference`'s order (the keys `reference`
+    lacks after them, in their own order); values are not touched."""
+    if not isinstance(config, dict):
+        return config
+    order = reference if isinstance(reference, dict) else {}
+    keys = [k for k in order if k in config] + [k for k in config if k not in order]
+    return {k: in_order_of(config[k], order.get(k)) for k in keys}
+
+
+# Every section in params.yaml's key order. Snakemake merges the keys of --configfile overlays
+# ahead of params.yaml's and compares rule parameters as text, so restating a value in an
+# overlay, or a preset setting one key of a section, would otherwise reorder that section and
+# re-run every job that gets it. (Here, not in vtdl.config: that module is a code input of
+# every training stage, and an edit to it re-runs them all.)
+if Path("params.yaml").is_file():
+    _ordered = in_order_of(config, load_yaml("params.yaml"))
+    config.clear()
+    config.update(_ordered)
 
 try:
     # Before any job runs: a wrong key, type or range stops here with the key named.
