@@ -260,8 +260,13 @@ def test_a_broken_cache_file_or_an_older_parser_parse_again(tmp_path, cache_file
         assert stage_files("vtdl.stage", package) == ["__init__.py", "a.py", "stage.py"]
         assert json.loads(cache_file.read_text())["modules"], "rewritten with what was parsed"
 
-    # What an older parser found (here: a wrong answer) is never reused once the parser changed.
+    # Entries under the right keys but holding something other than module names.
     entries = json.loads(cache_file.read_text())["modules"]
+    cache_file.write_text(json.dumps({"modules": {k: [7] for k in entries}}))
+    codeinputs.use_cache_file(cache_file)
+    assert stage_files("vtdl.stage", package) == ["__init__.py", "a.py", "stage.py"]
+
+    # What an older parser found (here: a wrong answer) is never reused once the parser changed.
     cache_file.write_text(json.dumps({"modules": {k: [] for k in entries}}))
     monkeypatch.setattr(codeinputs, "_PARSER", "a-newer-parser")
     codeinputs.use_cache_file(cache_file)

@@ -63,7 +63,7 @@ class _ImportCache:
         text = path.read_bytes()
         key = f"{_PARSER} {module} {path.name} {hashlib.sha256(text).hexdigest()}"
         names = self.found.get(key)
-        if not isinstance(names, list):
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
             names = sorted(_parse_imports(text, path, module))
             self.unsaved = True
         self.used[key] = names
