@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vtdl.errors import VtdlError
+from vtdl.fsutil import atomic_path
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -372,6 +373,9 @@ def _client(uri: str) -> MlflowClient:
 
     try:
         with _schema_lock(uri):
+            db = sqlite_path(uri) if urllib.parse.urlsplit(uri).scheme.lower() == "sqlite" else None
+            if db is not None and _schema_unfinished(db):
+                _create_sqlite_store(db)
             client = MlflowClient(tracking_uri=uri)
             # Touch the store: the schema of a fresh database is created here.
             client.search_experiments(max_results=1)
@@ -379,6 +383,45 @@ def _client(uri: str) -> MlflowClient:
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise _uri_error(first_line) from err
     return client
+
+
+def _schema_unfinished(db: Path) -> bool:
+    """True when MLflow would create the schema of `db`: a missing or empty file, or one whose
+    creation was killed part-way (some of MLflow's tables missing) before it held any run.
+
+    MLflow's check is the same table list (`_all_tables_exist`); a store that already holds runs
+    is left to MLflow whatever its tables are (that is its upgrade path, not a lost creation).
+    """
+    import mlflow.store.tracking.dbmodels.models  # noqa: F401  (fills Base.metadata)
+    from mlflow.store.db.base_sql_model import Base
+
+    if not db.exists():
+        return True
+    with contextlib.closing(sqlite3.connect(db, timeout=30)) as conn:
+        query = "SELECT name FROM sqlite_master WHERE type = 'table'"
+        tables = {row[0] for row in conn.execute(query)}
+        if set(Base.metadata.tables) <= tables:
+            return False
+        return "runs" not in tables or conn.execute("SELECT 1 FROM runs LIMIT 1").fetchone() is None
+
+
+def _create_sqlite_store(db: Path) -> None:
+    """Create MLflow's schema in a temporary file beside `db` and rename it onto `db`.
+
+    MLflow creates and migrates a new database in place, in many statements that are not one
+    transaction (alembic's sqlite migrations copy tables through `_alembic_tmp_*` ones): a job
+    killed during it leaves a store that every later run refuses ("table _alembic_tmp_experiments
+    already exists"). Built aside and renamed, the store is either absent or whole.
+    """
+    from mlflow.store.db.utils import _initialize_tables, create_sqlalchemy_engine
+
+    log.info("creating the MLflow store %s", db)
+    with atomic_path(db) as partial:
+        engine = create_sqlalchemy_engine(f"sqlite:///{partial.resolve()}")
+        try:
+            _initialize_tables(engine)
+        finally:
+            engine.dispose()
 
 
 @contextlib.contextmanager

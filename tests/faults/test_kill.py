@@ -11,9 +11,11 @@ and ends bit-equal on the CPU; its MLflow run is continued, not duplicated.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -28,6 +30,7 @@ from pretrain_jobs import pretrain_argv, tiny_settings
 
 from vtdl import tracking
 from vtdl.checkpoint import load_checkpoint
+from vtdl.errors import VtdlError
 
 ROOT = Path(__file__).resolve().parents[2]
 VTDL = [sys.executable, "-m", "vtdl.cli"]
@@ -251,3 +254,100 @@ def test_a_killed_report_leaves_whole_tables_and_reruns_to_the_same(
             assert name.startswith(".") or data == expected[name], name
     _timed_run(report(f"report{trial}"), store)
     assert {k: v for k, v in _tree(tables).items() if not k.startswith(".")} == expected
+
+
+# Opens the tracking store, SIGKILLed before its argv[1]-th SQL statement (0: never); prints how
+# many statements ran and the number of the first that made an `_alembic_tmp` table (0: none).
+# argv[2] "mlflow" opens it as plain MLflow does, "vtdl" through vtdl.
+_OPEN_STORE_KILLED_AT_STATEMENT = """
+import os, signal, sys
+import sqlalchemy
+
+kill_at, opener = int(sys.argv[1]), sys.argv[2]
+count = first_tmp = 0
+
+@sqlalchemy.event.listens_for(sqlalchemy.engine.Engine, "before_cursor_execute")
+def count_or_die(conn, cursor, statement, *args):
+    global count, first_tmp
+    count += 1
+    if count == kill_at:
+        os.kill(os.getpid(), signal.SIGKILL)
+    if not first_tmp and "CREATE TABLE _alembic_tmp" in statement:
+        first_tmp = count
+
+if opener == "mlflow":
+    from mlflow import MlflowClient
+    MlflowClient(tracking_uri=os.environ["MLFLOW_TRACKING_URI"]).search_experiments()
+else:
+    from vtdl import tracking
+    tracking.find_runs()
+print(count, first_tmp)
+"""
+
+
+def _open_store(store: Path, kill_at: int, opener: str = "vtdl") -> subprocess.CompletedProcess:
+    command = [sys.executable, "-c", _OPEN_STORE_KILLED_AT_STATEMENT, str(kill_at), opener]
+    return subprocess.run(command, env=_env(store), capture_output=True, text=True, timeout=300)
+
+
+def _tables(store: Path) -> list[str]:
+    with contextlib.closing(sqlite3.connect(store)) as conn:
+        return [row[0] for row in conn.execute("SELECT name FROM sqlite_master")]
+
+
+def _log_one_run(store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store takes a run and gives it back (this process, the store's usual path)."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store}")
+    with tracking.start_run("pretrain", {"lr": 0.1}, {"seed": 0}) as run:
+        run.log_metrics({"loss": 1.0}, step=0)
+    (found,) = tracking.find_runs("tags.stage = 'pretrain'")
+    assert found["run_id"] == run.run_id and found["metrics"]["loss"] == 1.0
+
+
+@pytest.fixture(scope="module")
+def creation_statements(tmp_path_factory) -> int:
+    """How many SQL statements opening a new store runs (creating its schema included)."""
+    store = tmp_path_factory.mktemp("store-count") / "mlflow.db"
+    done = _open_store(store, 0)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return int(done.stdout.split()[0])
+
+
+@pytest.mark.parametrize("trial", TRIALS)
+def test_a_store_whose_creation_was_killed_is_created_again(
+    creation_statements, tmp_path, fault, trial, monkeypatch
+):
+    fault("SIGKILL", "MLflow store creation killed at a random statement")
+    store = tmp_path / "mlflow.db"
+    kill_at = int(np.random.default_rng(trial).integers(1, creation_statements + 1))
+    assert _open_store(store, kill_at).returncode == -signal.SIGKILL
+    # Either no schema at all or a whole one: never MLflow's half-migrated tables.
+    if store.exists():
+        assert not any(n.startswith("_alembic_tmp") for n in _tables(store))
+    _log_one_run(store, monkeypatch)
+
+
+def test_a_store_left_half_created_by_plain_mlflow_is_created_again(tmp_path, monkeypatch):
+    """The state a killed job of an earlier vtdl left (MLflow created stores in place): alembic's
+    `_alembic_tmp_experiments` copy present, MLflow itself refuses the file ever after."""
+    store = tmp_path / "mlflow.db"
+    first_tmp = int(_open_store(tmp_path / "count.db", 0, "mlflow").stdout.split()[1])
+    assert first_tmp > 0
+    # Kill plain MLflow right after it made the temporary copy of a table (the CI run's state).
+    assert _open_store(store, first_tmp + 1, "mlflow").returncode == -signal.SIGKILL
+    assert any(n.startswith("_alembic_tmp") for n in _tables(store))
+    again = _open_store(store, 0, "mlflow")
+    assert again.returncode != 0  # plain MLflow refuses the file ever after
+    _log_one_run(store, monkeypatch)
+
+
+def test_a_store_that_holds_runs_is_never_replaced(tmp_path, monkeypatch):
+    store = tmp_path / "mlflow.db"
+    _log_one_run(store, monkeypatch)
+    with contextlib.closing(sqlite3.connect(store)) as conn, conn:
+        conn.execute("DROP TABLE webhooks")  # a table missing: MLflow would create the schema
+    tracking._client.cache_clear()
+    with contextlib.suppress(VtdlError):  # MLflow's own way with such a store may refuse it
+        tracking.find_runs()
+    with contextlib.closing(sqlite3.connect(store)) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM runs").fetchone() == (1,)
