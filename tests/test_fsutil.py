@@ -99,3 +99,18 @@ def test_a_folder_that_refuses_new_files_is_named(tmp_path, monkeypatch):
     with pytest.raises(VtdlError, match=rf"the folder {tmp_path} is not writable"):
         with atomic_dir(tmp_path / "shard"):
             pass
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_outputs_get_the_mode_of_the_umask_not_a_private_one(tmp_path, umask):
+    """A group sharing a project (or a web server showing the plots) reads what `open` and
+    `mkdir` would have made readable; temporary names are private by default."""
+    previous = os.umask(umask)
+    try:
+        atomic_write_text(tmp_path / "table.md", "x\n")
+        with atomic_dir(tmp_path / "plots") as tmp:
+            (tmp / "a.png").write_bytes(b"png")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "table.md").stat().st_mode & 0o777 == 0o666 & ~umask
+    assert (tmp_path / "plots").stat().st_mode & 0o777 == 0o777 & ~umask

@@ -70,6 +70,17 @@ def check_writable(output: str | os.PathLike) -> None:
     probe.unlink(missing_ok=True)
 
 
+def _umask() -> int:
+    """The process's umask, read where Linux shows it (setting it to read it is not thread-safe)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to `path`; rename it onto `path` only if the block succeeds.
@@ -84,7 +95,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as err:
         raise write_failure(path, err) from None
-    os.close(fd)
+    try:  # mkstemp's file is private; an output gets the mode `open` would give it
+        os.fchmod(fd, 0o666 & ~_umask())
+    finally:
+        os.close(fd)
     tmp = Path(tmp)
     try:
         try:
@@ -125,6 +139,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        tmp.chmod(0o777 & ~_umask())  # mkdtemp's folder is private; mkdir's mode instead
     except OSError as err:
         raise write_failure(path, err) from None
     try:

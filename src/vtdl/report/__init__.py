@@ -94,7 +94,6 @@ def write_tables(store: Store, tables_dir: Path, clips: int) -> dict[str, str]:
 
 def write_plots(store: Store, plots_dir: Path, clips: int, data: Path | None = None) -> list[Path]:
     with atomic_dir(plots_dir) as tmp:
-        tmp.chmod(0o755)  # mkdtemp makes it private; the plots are for everyone
         written = [
             *plots.pretext_curves(store, tmp),
             *plots.training_curves(store, tmp),
