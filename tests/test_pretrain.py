@@ -105,6 +105,31 @@ def test_interrupted_then_resumed_run_matches_an_uninterrupted_one(
     assert len(runs) == 2
 
 
+def test_a_job_interrupted_while_the_grid_grew_resumes_its_run(tiny_set, monkeypatch):
+    """Seeds, methods and another backbone added to `pretrain` while a job was half done:
+    the job resumes (same MLflow run, same parameters), since none of those lists is part of
+    what it trains with."""
+    root, frames, lists = tiny_set
+    settings = tiny_settings(epochs=2)
+    lift = interrupt_at_epoch(monkeypatch, 1)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain_stage.pretrain(pretrain_args(root, frames, lists, "a"), settings)
+    lift()
+    grown = {
+        **settings,
+        "methods": ["moco", "moco_td", "vtdl"],
+        "backbones": ["small3d", "c3d"],
+        "seeds": [0, 1, 2, 3],
+        "backbone_options": {**settings["backbone_options"], "c3d": {"batch_norm": False}},
+    }
+    summary = pretrain_stage.pretrain(pretrain_args(root, frames, lists, "a"), grown)
+    (run,) = tracking.find_runs("tags.stage = 'pretrain'")
+    assert run["run_id"] == summary["mlflow_run_id"] and run["status"] == "FINISHED"
+    assert not {"methods", "backbones", "seeds"} & set(run["params"])
+    options = [k for k in run["params"] if k.startswith("backbone_options.")]
+    assert options == ["backbone_options.small3d.channels"]
+
+
 def test_changed_parameters_start_afresh_instead_of_resuming(tiny_set):
     root, frames, lists = tiny_set
     pretrain_stage.pretrain(pretrain_args(root, frames, lists, "a"), tiny_settings(epochs=1))

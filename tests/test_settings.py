@@ -13,6 +13,7 @@ from vtdl.config import load_schema, load_settings, load_yaml
 from vtdl.errors import VtdlError
 from vtdl.runtime import set_lr
 from vtdl.settings import (
+    PRETRAIN_GRID,
     DownstreamSettings,
     FinetuneSettings,
     LinearSettings,
@@ -71,6 +72,32 @@ def test_a_stage_given_inline_json_gets_the_same_object():
     inline = load_settings(json.dumps(params["pretrain"]), "pretrain")
     from_file = load_settings(str(ROOT / "params.yaml"), "pretrain")
     assert PretrainSettings.from_section(inline) == PretrainSettings.from_section(from_file)
+
+
+def test_a_pretraining_job_sees_neither_the_grid_nor_other_backbones_options():
+    section = load_yaml(ROOT / "params.yaml")["pretrain"]
+    job = PretrainSettings.from_section(section).for_job("small3d")
+    assert set(job.as_dict()) == (set(section) - set(PRETRAIN_GRID)) | {"augment_on"}
+    assert job.options_of("small3d") == section["backbone_options"]["small3d"]
+    grown = {
+        **section,
+        "methods": ["moco", "moco_td", "vtdl"],
+        "backbones": ["small3d", "c3d"],
+        "seeds": [0, 1, 2, 3],
+        "backbone_options": {**section["backbone_options"], "c3d": {"batch_norm": False}},
+    }
+    assert PretrainSettings.from_section(grown).for_job("small3d") == job
+    assert PretrainSettings.from_section({**section, "lr": 0.5}).for_job("small3d") != job
+    # `vtdl pretrain --settings` takes the job's view too (what the rule passes); a recipe key
+    # missing from it is still named.
+    view = json.dumps(job.as_dict())
+    inline = load_settings(view, "pretrain", optional=PRETRAIN_GRID)
+    assert PretrainSettings.from_section(inline).for_job("small3d") == job
+    without_lr = json.dumps({k: v for k, v in job.as_dict().items() if k != "lr"})
+    with pytest.raises(VtdlError, match="lr"):
+        load_settings(without_lr, "pretrain", optional=PRETRAIN_GRID)
+    with pytest.raises(VtdlError, match="methods"):  # elsewhere the grid is required
+        load_settings(view, "pretrain")
 
 
 def test_an_unknown_or_missing_key_is_named():

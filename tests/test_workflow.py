@@ -221,6 +221,38 @@ def test_an_overlay_restating_values_re_runs_nothing(workdir):
     assert "Nothing to be done" in output_of(dry), output_of(dry)[-3000:]
 
 
+def test_a_grown_pretraining_grid_plans_only_the_new_jobs(tiny_project, tmp_path):
+    """A seed, a method and a backbone added to `pretrain` plan exactly the jobs they add: each
+    job is handed its settings without the grid lists and with only its backbone's options, so
+    the finished encoders (and everything downstream of them) are not re-run."""
+    from tiny_project import make, out
+
+    project = tiny_project / "A"
+    shipped = load_yaml(project / "params.yaml")["pretrain"]
+    assert (shipped["methods"], shipped["backbones"], shipped["seeds"]) == (
+        ["vtdl"],
+        ["small3d"],
+        [0],
+    )
+    grown = {
+        "methods": ["vtdl", "moco"],
+        "backbones": ["small3d", "c3d"],
+        "seeds": [0, 1],
+        "backbone_options": {**shipped["backbone_options"], "c3d": {"batch_norm": False}},
+    }
+    overlay = write_yaml(tmp_path / "grown.yaml", {"pretrain": grown})
+    dry = make("dry-run", project, f"ARGS=--configfile {overlay}")
+    assert dry.returncode == 0, out(dry)
+    text = dry.stdout + dry.stderr
+    # (vtdl, moco, supervised) x 2 backbones x 2 seeds, less the two encoders already trained.
+    assert job_counts(text)["pretrain"] == 3 * 2 * 2 - 2, out(dry)
+    planned = set(re.findall(r"results/pretrain/synth_ucf/(\w+)/encoder\.pt", text))
+    assert not planned & {"vtdl_small3d_s0", "supervised_small3d_s0"}, planned
+    # Fine-tuning: the 10 new encoders and the scratch baseline of the 3 new backbone x seed
+    # pairs; the finished results of vtdl, supervised and scratch small3d s0 stay.
+    assert job_counts(text)["finetune"] == 10 + 3, out(dry)
+
+
 def test_changing_one_class_re_extracts_only_that_class(workdir):
     ds, cls = "synth_ucf", class_names("ucf101")[1]
     frames_root = workdir / "data" / "frames" / ds

@@ -73,7 +73,11 @@ def add_settings_argument(parser: argparse.ArgumentParser, section: str) -> None
 
 
 def load_settings(
-    value: str, section: str, schema_path=SCHEMA_PATH, keys: tuple[str, ...] | None = None
+    value: str,
+    section: str,
+    schema_path=SCHEMA_PATH,
+    keys: tuple[str, ...] | None = None,
+    optional: tuple[str, ...] = (),
 ) -> dict:
     """The `section` block of the parameters, for a stage's `--settings` option.
 
@@ -82,7 +86,8 @@ def load_settings(
     against that section's schema, or the path of a params file, validated as a whole.
     With `keys`, exactly those keys of the section are required and returned (a stage that
     uses only part of a section is handed only that part, so editing the rest does not re-run
-    it); other keys are still rejected by name.
+    it); other keys are still rejected by name. Keys in `optional` may be left out of an
+    inline object (a pretraining job is handed its section without the grid lists).
     """
     if value.lstrip().startswith("{"):
         try:
@@ -91,6 +96,8 @@ def load_settings(
             raise VtdlError(f"--settings: not a valid JSON object: {err}") from None
         schema = load_schema(schema_path)
         subschema = {**schema["properties"][section], "$defs": schema.get("$defs", {})}
+        if optional:
+            subschema["required"] = [k for k in subschema["required"] if k not in optional]
         if keys is not None:
             subschema["required"] = list(keys)
             unused = sorted(set(settings) - set(keys))

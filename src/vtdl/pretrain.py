@@ -50,7 +50,7 @@ from vtdl.names import METHODS, PRETRAINED_METHODS, split_list
 from vtdl.pretext import build_pretraining_model
 from vtdl.progress import progress
 from vtdl.runtime import Runtime, select_runtime
-from vtdl.settings import PretrainSettings
+from vtdl.settings import PRETRAIN_GRID, PretrainSettings
 from vtdl.training import TrainState, add_stage_arguments, use_threads
 
 
@@ -278,7 +278,7 @@ def pretrain(
     an empty summary.
     """
     use_threads(args)
-    settings = PretrainSettings.of(settings)
+    settings = PretrainSettings.of(settings).for_job(args.backbone)
     try:
         job = _Job(args, settings)
         return _train(job, args, settings)
@@ -400,7 +400,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    settings = PretrainSettings.from_section(load_settings(args.settings, "pretrain"))
+    section = load_settings(args.settings, "pretrain", optional=PRETRAIN_GRID)
+    settings = PretrainSettings.from_section(section)
     summary = pretrain(args, settings)
     if summary:  # rank 0 (the only one under torchrun that writes)
         print(json.dumps(summary, indent=2, sort_keys=True))

@@ -120,15 +120,21 @@ class Recipe(Section):
         return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
 
 
+# The keys of `pretrain` that choose which jobs run, not how one job trains.
+PRETRAIN_GRID = ("methods", "backbones", "seeds")
+
+
 @dataclass(frozen=True)
 class PretrainSettings(Recipe):
-    """The `pretrain` section (params.yaml; every key described in the schema)."""
+    """The `pretrain` section (params.yaml; every key described in the schema).
+
+    A job (one method x backbone x seed) sees it through `for_job`: without the grid lists and
+    with only its own backbone's options. Its parameters, its resume identity and its MLflow
+    run then stay the same when a seed, a method or another backbone joins the grid.
+    """
 
     dataset: str
     split: int
-    methods: list[str]
-    backbones: list[str]
-    seeds: list[int]
     clip_len: int
     stride: int
     crop_size: int
@@ -153,10 +159,23 @@ class PretrainSettings(Recipe):
     channels_last: bool
     augment_on: str = "auto"
     backbone_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    methods: list[str] | None = None
+    backbones: list[str] | None = None
+    seeds: list[int] | None = None
 
     def options_of(self, backbone: str) -> dict[str, Any]:
         """The constructor options params.yaml gives this backbone (`backbone_options`)."""
         return dict(self.backbone_options.get(backbone, {}))
+
+    def for_job(self, backbone: str) -> PretrainSettings:
+        """The settings one job of `backbone` trains with (see the class)."""
+        options = self.backbone_options
+        mine = {backbone: options[backbone]} if backbone in options else {}
+        return self.replace(**dict.fromkeys(PRETRAIN_GRID), backbone_options=mine)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The keys the job was given (the grid lists left out once `for_job` dropped them)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from snakemake.settings.types import DeploymentMethod
 from vtdl.config import load_yaml, validate_params
 from vtdl.data.sizes import check_data_params
 from vtdl.errors import VtdlError
+from vtdl.settings import PretrainSettings
 from vtdl import names
 from vtdl.codeinputs import stage_files, use_cache_file
 
@@ -183,6 +184,7 @@ def split_files(wildcards):
 # ---- pretraining grid (used by pretrain.smk, downstream.smk and the Snakefile)
 PRETRAIN = config["pretrain"]
 PRETRAIN_DS = PRETRAIN["dataset"]
+PRETRAIN_SETTINGS = PretrainSettings.from_section(PRETRAIN)
 # Rows of the ablation that have an encoder to train; `scratch` has none.
 PRETRAIN_METHODS = [*PRETRAIN["methods"], names.SUPERVISED]
 

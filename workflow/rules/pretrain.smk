@@ -12,7 +12,9 @@ rule pretrain:
         summary=names.PRETRAIN_SUMMARY,
     params:
         vtdl=VTDL,
-        settings=json.dumps(PRETRAIN),
+        # Only what the job trains with (PretrainSettings.for_job): a seed, method or
+        # backbone added to the grid leaves the finished jobs' params as they were.
+        settings=lambda w: json.dumps(PRETRAIN_SETTINGS.for_job(w.backbone).as_dict()),
         out=subpath(output.encoder, parent=True),
     wildcard_constraints:
         method=names.regex(names.PRETRAINED_METHODS),
