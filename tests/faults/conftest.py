@@ -4,11 +4,13 @@ A test takes the `fault` fixture and names what it injects, `fault("bad videos",
 its pass or failure is that trial's outcome (survived or not), and `fault.intact(paths)` checks
 that finished outputs were not touched (anything lost fails the trial and is recorded). With
 `VTDL_FAULTS_SUMMARY=<folder>` (`make faults`), the session writes `<folder>/summary.json` and
-`<folder>/summary.md`, the table the README shows: fault, trials, survived, anything lost.
+`<folder>/summary.md`, the table the README shows: fault, trials, survived, anything lost
+(also under pytest-xdist, as `make test` runs: the workers' shares are merged).
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -67,21 +69,44 @@ def pytest_runtest_makereport(item, call):
         _OUTCOMES.append({**record, "survived": report.passed, "test": item.nodeid})
 
 
+def _all_outcomes(out: Path) -> list[dict]:
+    """This process's outcomes and, under pytest-xdist, those the other workers of the same run
+    left (each worker writes its share; the last to finish writes the whole table)."""
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    if run is None:
+        return _OUTCOMES
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw")
+    (out / f".outcomes-{run}-{worker}.json").write_text(json.dumps(_OUTCOMES))
+    outcomes = []
+    for part in sorted(out.glob(".outcomes-*.json")):
+        if part.name.startswith(f".outcomes-{run}-"):
+            outcomes += json.loads(part.read_text())
+        else:
+            part.unlink(missing_ok=True)  # an earlier run's
+    return outcomes
+
+
 def pytest_sessionfinish(session, exitstatus):
     folder = os.environ.get("VTDL_FAULTS_SUMMARY")
     if not folder or not _OUTCOMES:
         return
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # two workers finishing at once
+        _write_summary(out, _all_outcomes(out))
+
+
+def _write_summary(out: Path, outcomes: list[dict]) -> None:
     rows: dict[tuple[str, str], dict] = defaultdict(
         lambda: {"trials": 0, "survived": 0, "lost": []}
     )
-    for outcome in _OUTCOMES:
+    for outcome in outcomes:
         row = rows[(outcome["category"], outcome["fault"])]
         row["trials"] += 1
         row["survived"] += int(outcome["survived"])
         row["lost"].extend(outcome["lost"])
     summary = [{"category": c, "fault": f, **row} for (c, f), row in sorted(rows.items())]
-    out = Path(folder)
-    out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     lines = ["| category | fault | trials | survived | anything lost |", "|---|---|---|---|---|"]
     for row in summary:
