@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import glob
 import hashlib
 import json
 import logging
@@ -416,6 +417,8 @@ def _create_sqlite_store(db: Path) -> None:
     from mlflow.store.db.utils import _initialize_tables, create_sqlalchemy_engine
 
     log.info("creating the MLflow store %s", db)
+    for leftover in db.parent.glob(f".{glob.escape(db.name)}.*.tmp*"):  # a creation killed
+        leftover.unlink(missing_ok=True)  # earlier, its journal too (under the schema lock)
     with atomic_path(db) as partial:
         engine = create_sqlalchemy_engine(f"sqlite:///{partial.resolve()}")
         try:

@@ -325,6 +325,7 @@ def test_a_store_whose_creation_was_killed_is_created_again(
     if store.exists():
         assert not any(n.startswith("_alembic_tmp") for n in _tables(store))
     _log_one_run(store, monkeypatch)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mlflow.db"]  # no temporary left
 
 
 def test_a_store_left_half_created_by_plain_mlflow_is_created_again(tmp_path, monkeypatch):
