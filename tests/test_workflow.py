@@ -253,6 +253,34 @@ def test_a_grown_pretraining_grid_plans_only_the_new_jobs(tiny_project, tmp_path
     assert job_counts(text)["finetune"] == 10 + 3, out(dry)
 
 
+def test_a_no_op_make_reproduce_is_answered_without_snakemake_until_something_changes(
+    tiny_project, tmp_path
+):
+    """vtdl.uptodate on the real pipeline: Snakemake's dry run finds nothing once, the next
+    run is answered from its record, and an edited parameter runs exactly its jobs."""
+    from tiny_project import make, out
+
+    project = tmp_path / "A"
+    shutil.copytree(tiny_project / "A", project, symlinks=True)
+    looked = make("reproduce", project)
+    assert looked.returncode == 0, out(looked)
+    assert "Nothing to be done (all requested files" in out(looked)  # Snakemake's own words
+    answered = make("reproduce", project)
+    assert answered.returncode == 0, out(answered)
+    assert "vtdl: Nothing to be done: no file, option or config file changed" in out(answered)
+    assert "Building DAG" not in out(answered)
+    params = load_yaml(project / "params.yaml")
+    params["downstream"]["linear"]["max_iter"] += 1
+    write_yaml(project / "params.yaml", params)
+    edited = make("reproduce", project)
+    assert edited.returncode == 0, out(edited)
+    counts = job_counts(edited.stdout + edited.stderr)
+    # vtdl, supervised and scratch: the linear probes only.
+    assert counts.get("linear") == 3 and "pretrain" not in counts, counts
+    again = make("reproduce", project)
+    assert "Nothing to be done (all requested files" in out(again), out(again)
+
+
 def test_changing_one_class_re_extracts_only_that_class(workdir):
     ds, cls = "synth_ucf", class_names("ucf101")[1]
     frames_root = workdir / "data" / "frames" / ds

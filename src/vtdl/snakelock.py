@@ -10,8 +10,10 @@
    tell from a live run: it refuses with `LockException` until someone runs `--unlock`. They
    are removed, with a note, unless a Snakemake started by hand still runs in this folder
    (looked up in /proc; where there is no /proc they are left to Snakemake's own check).
-3. It then becomes the Snakemake command (exec: same process, signals and exit status), with
-   the lock's file descriptor kept open, so the lock lasts exactly as long as the run.
+3. A plain run whose project has not changed since Snakemake last found nothing to do ends
+   here, saying so (`vtdl.uptodate`).
+4. Otherwise it becomes the Snakemake command (exec: same process, signals and exit status),
+   with the lock's file descriptor kept open, so the lock lasts exactly as long as the run.
 
 A killed run's jobs are then re-run by Snakemake itself (`rerun-incomplete` in the profile);
 the stages resume from their checkpoints.
@@ -23,6 +25,8 @@ import fcntl
 import os
 import sys
 from pathlib import Path
+
+from vtdl import uptodate
 
 LOCK = Path(".snakemake") / "vtdl-run.lock"
 SNAKEMAKE_LOCKS = Path(".snakemake") / "locks"
@@ -96,6 +100,8 @@ def main(argv: list[str]) -> int:
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)  # exec keeps the pid: the run's own
     _remove_stale_locks(folder)
+    if uptodate.answer(argv, folder):  # a no-op, known without Snakemake's 2 s (vtdl.uptodate)
+        return 0
     os.set_inheritable(fd, True)  # the lock lives as long as the Snakemake run
     try:
         os.execvp(argv[0], argv)
