@@ -24,7 +24,8 @@ $(STAMP): pyproject.toml
 ARGS ?=
 # One run per folder: a second one is refused at once, and the Snakemake lock a killed run
 # left is removed when no Snakemake runs here (src/vtdl/snakelock.py), so re-running after a
-# crash or a kill just works.
+# crash or a kill just works. With nothing changed since Snakemake last found nothing to do, it
+# answers without starting Snakemake (src/vtdl/uptodate.py).
 reproduce: $(STAMP)
 	$(BIN)/python -m vtdl.snakelock $(SNAKEMAKE) $(ARGS)
 
