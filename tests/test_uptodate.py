@@ -53,7 +53,7 @@ def project(tmp_path: Path) -> Path:
     return root
 
 
-def _reproduce(root: Path, *args: str) -> tuple[list[str], str]:
+def _reproduce(root: Path, *args: str, env: dict[str, str] | None = None) -> tuple[list[str], str]:
     """`make reproduce`'s command line; the stand-in's calls it caused, and what it printed."""
     log = root.parent / "bin" / "calls.log"
     log.unlink(missing_ok=True)
@@ -62,7 +62,7 @@ def _reproduce(root: Path, *args: str) -> tuple[list[str], str]:
     command = [snakemake, "--workflow-profile", "workflow/profiles/default", "--cores", "2", *args]
     done = subprocess.run(
         [sys.executable, "-m", "vtdl.snakelock", *command],
-        cwd=root, capture_output=True, text=True, timeout=60,
+        cwd=root, capture_output=True, text=True, timeout=60, env={**os.environ, **(env or {})},
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     return log.read_text().splitlines() if log.exists() else [], done.stderr
@@ -164,3 +164,16 @@ def test_only_plain_snakemake_command_lines_take_the_shortcut():
         [],
     ):
         assert uptodate.config_files(argv) is None, argv
+
+
+def test_a_folder_linked_into_the_project_and_vtdl_variables_count(project):
+    outside = project.parent / "disk" / "UCF-101"
+    outside.mkdir(parents=True)
+    (project / "data").mkdir()
+    (project / "data" / "real").symlink_to(outside.parent)  # as `data/real/UCF-101` in presets
+    _reproduce(project)
+    assert _reproduce(project)[0] == []
+    (outside / "v_Archery_g01_c01.avi").write_bytes(b"video")  # seen through the link
+    assert len(_reproduce(project)[0]) == 1
+    assert _reproduce(project)[0] == []
+    assert len(_reproduce(project, env={"VTDL_EXPERIMENT": "other"})[0]) == 1
