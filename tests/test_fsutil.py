@@ -3,7 +3,11 @@
 import errno
 import json
 import os
+import subprocess
+import sys
 import tempfile
+import time
+from pathlib import Path
 
 import pytest
 
@@ -51,6 +55,86 @@ def test_atomic_dir_swaps_whole_directory_only_on_success(tmp_path):
         (tmp / "b").write_text("second")
     assert sorted(p.name for p in target.iterdir()) == ["b"]
     assert [p.name for p in tmp_path.iterdir()] == ["shard"]
+
+
+# A writer in its own process, SIGKILLed (or, with "hold", kept alive) inside the block.
+_WRITER = """
+import os, signal, sys, time
+from pathlib import Path
+from vtdl.fsutil import atomic_dir, atomic_path
+kind, target, how = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
+with (atomic_dir if kind == "dir" else atomic_path)(target) as tmp:
+    (tmp / "frames" if kind == "dir" else tmp).write_bytes(b"half")
+    if how == "hold":
+        print("writing", flush=True)
+        time.sleep(60)
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def _writer(kind: str, target: Path, how: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-c", _WRITER, kind, str(target), how], stdout=subprocess.PIPE, text=True
+    )
+
+
+def _leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
+def _age(folder: Path, seconds: float = 5.0) -> None:
+    for path in folder.iterdir():
+        os.utime(path, (time.time() - seconds, time.time() - seconds))
+
+
+@pytest.mark.parametrize("kind", ["file", "dir"])
+def test_what_a_killed_write_left_is_removed_by_the_next_write_of_that_output(tmp_path, kind):
+    write = atomic_dir if kind == "dir" else atomic_path
+    target, other = tmp_path / "out.x", tmp_path / "out.x.y"  # `other`: a name `target` begins
+    for path in (target, other):
+        assert _writer(kind, path, "kill").wait(timeout=60) == -9
+    assert len(_leftovers(tmp_path)) == 2 and not target.exists()
+    _age(tmp_path)
+    with write(target) as tmp:
+        (tmp / "frames" if kind == "dir" else tmp).write_bytes(b"whole")
+    # The killed write of this output is gone; the other output's is for its own next write.
+    (left,) = _leftovers(tmp_path)
+    assert left.startswith(".out.x.y.") and left.endswith(".tmp")
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == ["out.x"]
+
+
+@pytest.mark.parametrize("kind", ["file", "dir"])
+def test_a_temporary_that_a_live_write_holds_is_kept(tmp_path, kind):
+    target = tmp_path / "out"
+    holder = _writer(kind, target, "hold")
+    try:
+        assert holder.stdout.readline() == "writing\n"
+        _age(tmp_path)
+        atomic_write_text(tmp_path / "out", "another writer's")  # same output, meanwhile
+        (left,) = _leftovers(tmp_path)  # the live one's temporary is untouched
+        assert (tmp_path / left / "frames" if kind == "dir" else tmp_path / left).exists()
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_young_temporary_and_contents_moved_aside_before_the_swap_are_kept(tmp_path):
+    target = tmp_path / "shard"
+    fresh = tmp_path / ".shard.abcdefgh.tmp"  # unlocked, but created a moment ago
+    aside = tmp_path / ".shard.ijklmnop.old"  # killed between moving aside and swapping in
+    (aside / "content").mkdir(parents=True)
+    (aside / "content" / "frames").write_text("previous")
+    _age(tmp_path)
+    fresh.write_text("")
+    with atomic_dir(target) as tmp:
+        (tmp / "frames").write_text("new")
+    # The previous contents were the last copy while `target` was missing: kept this time.
+    assert _leftovers(tmp_path) == [".shard.abcdefgh.tmp", ".shard.ijklmnop.old"]
+    _age(tmp_path)
+    with atomic_dir(target) as tmp:
+        (tmp / "frames").write_text("newer")
+    assert _leftovers(tmp_path) == []
+    assert (target / "frames").read_text() == "newer"
 
 
 def test_sha256_file(tmp_path):

@@ -2,6 +2,8 @@
 
 Every output of the pipeline is written under a temporary name in the same directory and then
 renamed into place, so a killed job never leaves a half-written file where an output should be.
+What a SIGKILL leaves beside it instead (the temporary file or folder, or the previous contents a
+replacement had moved aside) is removed by the next write of the same output (`_sweep_stale`).
 A write that fails (disk full, a file size limit, a read-only folder) raises one VtdlError
 naming the file and the cause (`write_failure`), and the previous file stays as it was.
 """
@@ -10,11 +12,14 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +28,14 @@ from vtdl.errors import VtdlError
 
 _NO_SPACE = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
 _NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+# What `tempfile.mkstemp`/`mkdtemp` make of prefix ".<name>." and our suffixes: 8 characters of
+# [a-z0-9_] (so no other output's temporary, whose name goes on after a dot, matches).
+_LEFTOVER = re.compile(r"[a-z0-9_]{8}\.(tmp|old)")
+_IN_TEMPORARY = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
+# A leftover younger than this is kept even when unlocked: the moment between mkstemp/mkdtemp
+# and the writer's lock.
+_LEFTOVER_MIN_AGE_S = 1.0
 
 
 def write_failure(path: str | os.PathLike, err: BaseException) -> VtdlError:
@@ -81,6 +94,59 @@ def _umask() -> int:
     return mask
 
 
+def _lock(fd: int) -> None:
+    """Hold an exclusive lock on `fd` (released when it is closed, or the process dies): it
+    tells `_sweep_stale` that the temporary is being written. Best effort: where the file system
+    refuses (some network file systems), nothing is locked and nothing is swept."""
+    with contextlib.suppress(OSError):
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def _abandoned(path: str) -> bool:
+    """Whether no live process holds `_lock` on `path` (False when that cannot be told)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # held (EWOULDBLOCK), or locks unsupported here
+        return False
+    finally:
+        os.close(fd)
+    return True
+
+
+def _sweep_stale(path: Path) -> None:
+    """Remove what a killed earlier write of `path` left in its folder: temporaries no live
+    writer holds, and the previous contents an `atomic_dir` replacement had moved aside (only
+    once `path` is back in place: until then they are the last copy)."""
+    if _IN_TEMPORARY.fullmatch(path.parent.name):
+        return  # an `atomic_dir` being filled: one writer, and its leftovers go with it
+    prefix = f".{path.name}."
+    try:
+        with os.scandir(path.parent) as listing:
+            entries = [e for e in listing if e.name.startswith(prefix)]
+    except OSError:
+        return
+    for entry in entries:
+        match = _LEFTOVER.fullmatch(entry.name[len(prefix) :])
+        if match is None or (match.group(1) == "old" and not path.exists()):
+            continue
+        try:
+            if time.time() - entry.stat(follow_symlinks=False).st_mtime < _LEFTOVER_MIN_AGE_S:
+                continue
+        except OSError:
+            continue
+        if entry.is_symlink() or not _abandoned(entry.path):
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                os.unlink(entry.path)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to `path`; rename it onto `path` only if the block succeeds.
@@ -92,15 +158,14 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        _sweep_stale(path)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as err:
         raise write_failure(path, err) from None
-    try:  # mkstemp's file is private; an output gets the mode `open` would give it
-        os.fchmod(fd, 0o666 & ~_umask())
-    finally:
-        os.close(fd)
+    _lock(fd)  # held until the rename: the block writes through its own handles
     tmp = Path(tmp)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's file is private; `open` would give this
         try:
             yield tmp
         except OSError as err:
@@ -113,6 +178,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             raise write_failure(path, err) from None
     finally:
         tmp.unlink(missing_ok=True)
+        os.close(fd)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -138,11 +204,14 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        _sweep_stale(path)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-        tmp.chmod(0o777 & ~_umask())  # mkdtemp's folder is private; mkdir's mode instead
+        fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY)
     except OSError as err:
         raise write_failure(path, err) from None
+    _lock(fd)
     try:
+        tmp.chmod(0o777 & ~_umask())  # mkdtemp's folder is private; mkdir's mode instead
         yield tmp
         old = None
         try:
@@ -162,6 +231,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+        os.close(fd)
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
