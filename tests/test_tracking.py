@@ -523,3 +523,71 @@ def test_mlflow_telemetry_is_off_unless_the_user_turns_it_on(monkeypatch: pytest
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "false")
     tracking._quiet_mlflow()
     assert os.environ["MLFLOW_DISABLE_TELEMETRY"] == "false"
+
+
+# A job's attempt that SIGKILLs itself inside its run: no `finally` runs, as under a real kill.
+_KILLED_ATTEMPT = """
+import os, signal, sys
+from pathlib import Path
+from vtdl.tracking import start_run
+with start_run("linear", {"p": 1}, {"scenario": sys.argv[2]}, claim=Path(sys.argv[1])) as run:
+    run.log_metrics({"loss": 1.0}, step=0)
+    run.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def _killed_attempt(claim: Path, scenario: str, cwd: Path) -> str:
+    """Run the attempt above; the id of the run it left behind (read from its claim)."""
+    pythonpath = os.pathsep.join(p for p in (str(SRC), os.environ.get("PYTHONPATH")) if p)
+    done = subprocess.run(
+        [sys.executable, "-c", _KILLED_ATTEMPT, str(claim), scenario],
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": pythonpath},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == -9, done.stderr[-2000:]
+    return claim.read_text().strip()
+
+
+def test_a_run_a_killed_attempt_left_running_is_marked_killed_by_the_next_attempt(
+    store: Path, tmp_path: Path
+):
+    claim = tracking.claim_path(tmp_path / "result.json")
+    assert claim == tmp_path / ".result.json.mlflow-run"
+    ghost = _killed_attempt(claim, "abandoned", store)
+    (left,) = find_runs("tags.scenario = 'abandoned'")
+    assert left["run_id"] == ghost and left["status"] == "RUNNING"
+
+    with start_run("linear", {"p": 1}, {"scenario": "abandoned"}, claim=claim) as run:
+        assert claim.read_text().strip() == run.run_id  # this attempt's run, while it runs
+    assert not claim.exists()
+    runs = {r["run_id"]: r for r in find_runs("tags.scenario = 'abandoned'")}
+    assert runs[ghost]["status"] == "KILLED"
+    assert runs[ghost]["tags"]["superseded_by"] == run.run_id
+    assert metric_history(ghost, "loss") == [(0, 1.0)]  # what it logged stays browsable
+    assert runs[run.run_id]["status"] == "FINISHED"
+
+
+def test_a_claimed_run_that_is_resumed_or_already_ended_is_left_alone(store: Path, tmp_path: Path):
+    claim = tracking.claim_path(tmp_path / "encoder.pt")
+    # Killed after a checkpoint that holds its run id: the next attempt resumes that run.
+    ghost = _killed_attempt(claim, "claimed-resume", store)
+    with start_run(
+        "linear", {"p": 1}, {"scenario": "claimed-resume"}, resume_run_id=ghost, claim=claim
+    ) as run:
+        assert run.run_id == ghost
+    (found,) = find_runs("tags.scenario = 'claimed-resume'")
+    assert found["status"] == "FINISHED" and "superseded_by" not in found["tags"]
+
+    # A claim naming a run that ended (killed between ending it and removing the file), or
+    # holding no run id at all, changes nothing.
+    for stale in (ghost, "not a run id"):
+        claim.write_text(stale + "\n")
+        with start_run("linear", {"p": 2}, {"scenario": "claimed-stale"}, claim=claim):
+            pass
+        assert not claim.exists()
+    assert tracking.find_runs(f"attributes.run_id = '{ghost}'")[0]["status"] == "FINISHED"
+    assert {r["status"] for r in find_runs("tags.scenario = 'claimed-stale'")} == {"FINISHED"}

@@ -313,6 +313,7 @@ def _train(job: _Job, args: argparse.Namespace, settings: PretrainSettings) -> d
         resume_run_id=job.train_state.run_id,
         system_metrics=True,
         enabled=main,
+        claim=tracking.claim_path(job.out / "encoder.pt"),
     ) as run:
         job.train_state.run_id = run.run_id or job.train_state.run_id
         run.log_dataset(

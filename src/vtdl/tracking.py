@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vtdl.errors import VtdlError
-from vtdl.fsutil import atomic_path
+from vtdl.fsutil import atomic_path, atomic_write_text
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -66,6 +66,8 @@ TAG_GIT_COMMIT = "git_commit"
 TAG_PARAMS_DIGEST = "params_digest"
 TAG_RESUME_COUNT = "resume_count"
 TAG_RESUME_OF = "resume_of"
+# On a run that a killed attempt of the same job left RUNNING: the run that replaced it.
+TAG_SUPERSEDED_BY = "superseded_by"
 # What the MLflow 3 UI reads to open an experiment on its training runs, and its description.
 EXPERIMENT_TAGS = {
     "mlflow.experimentKind": "custom_model_development",
@@ -78,7 +80,14 @@ EXPERIMENT_TAGS = {
 }
 # Seconds between system-metric samples (CPU, memory, disk, GPU when present) of long jobs.
 SYSTEM_METRICS_INTERVAL_S = 15.0
-_RESERVED_TAGS = {TAG_STAGE, TAG_GIT_COMMIT, TAG_PARAMS_DIGEST, TAG_RESUME_COUNT, TAG_RESUME_OF}
+_RESERVED_TAGS = {
+    TAG_STAGE,
+    TAG_GIT_COMMIT,
+    TAG_PARAMS_DIGEST,
+    TAG_RESUME_COUNT,
+    TAG_RESUME_OF,
+    TAG_SUPERSEDED_BY,
+}
 
 # MLflow's rule for param, metric and tag names (POSIX), plus "must not look like another path".
 _NAME_RE = re.compile(r"^[/\w.\- :]+$")
@@ -380,7 +389,9 @@ def _client(uri: str) -> MlflowClient:
             client = MlflowClient(tracking_uri=uri)
             # Touch the store: the schema of a fresh database is created here.
             client.search_experiments(max_results=1)
-    except (MlflowException, OSError, ImportError, sqlalchemy.exc.SQLAlchemyError) as err:
+    except (
+        MlflowException, OSError, ImportError, sqlite3.Error, sqlalchemy.exc.SQLAlchemyError
+    ) as err:  # fmt: skip
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise _uri_error(first_line) from err
     return client
@@ -764,6 +775,41 @@ def _reopen(client: MlflowClient, resume_run_id: str) -> Any | None:
     return run
 
 
+def claim_path(output: str | os.PathLike) -> Path:
+    """Where the job writing `output` keeps the id of its open MLflow run (hidden, beside it)."""
+    output = Path(output)
+    return output.parent / f".{output.name}.mlflow-run"
+
+
+def _claimed_run(claim: Path) -> str | None:
+    """The run id an earlier attempt of this job left in `claim`, if it left a readable one."""
+    try:
+        run_id = claim.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as err:
+        log.warning("ignoring %s: %s", claim, err)
+        return None
+    return run_id if re.fullmatch(r"[0-9a-f]{32}", run_id) else None
+
+
+def _end_abandoned(client: MlflowClient, run_id: str, successor: str) -> None:
+    """Mark `run_id`, left RUNNING by a killed attempt of the same job, KILLED (its metrics stay
+    browsable); a run that ended, was deleted or is not in this store is left alone."""
+    from mlflow.entities import RunStatus
+    from mlflow.exceptions import MlflowException
+
+    try:
+        run = _retry(client.get_run, run_id)
+    except MlflowException:
+        return
+    if run.info.lifecycle_stage != "active" or run.info.status != "RUNNING":
+        return
+    _retry(client.set_tag, run_id, TAG_SUPERSEDED_BY, successor)
+    _retry(client.set_terminated, run_id, status=RunStatus.to_string(RunStatus.KILLED))
+    log.warning("MLflow run %s was left RUNNING by a killed attempt: marked KILLED", run_id)
+
+
 @contextlib.contextmanager
 def start_run(
     stage: str,
@@ -776,6 +822,7 @@ def start_run(
     flush_interval_s: float = DEFAULT_FLUSH_INTERVAL_S,
     system_metrics: bool = False,
     enabled: bool = True,
+    claim: Path | None = None,
 ) -> Iterator[Run]:
     """Open an MLflow run for one stage job and close it when the block ends.
 
@@ -800,6 +847,10 @@ def start_run(
             `SYSTEM_METRICS_INTERVAL_S` (or `MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL`) seconds
             into `system/...` metrics, as MLflow's own monitor does (for long jobs).
         enabled: False yields a `SilentRun` and touches no store (data-parallel ranks but 0).
+        claim: a file (`claim_path` of the job's output) holding the open run's id while the
+            block runs, removed when the run ends. A SIGKILL skips every `finally`: the next
+            attempt of the job finds the file and marks the run it names, still RUNNING,
+            KILLED (tag `superseded_by`), unless it is the run being resumed.
 
     Raises:
         VtdlError: unusable tracking store, deleted experiment, or changed parameters on resume.
@@ -827,6 +878,11 @@ def start_run(
             create_tags[TAG_RESUME_OF] = resume_run_id
         info = _retry(client.create_run, experiment_id, tags=create_tags, run_name=run_name).info
     run_id = info.run_id
+    if claim is not None:
+        abandoned = _claimed_run(claim)
+        if abandoned is not None and abandoned != run_id:
+            _end_abandoned(client, abandoned, run_id)
+        atomic_write_text(claim, run_id + "\n")
     run = Run(
         client,
         run_id,
@@ -862,6 +918,8 @@ def start_run(
             status = RunStatus.to_string(RunStatus.FAILED)
         run.ended = True
         _retry(client.set_terminated, run_id, status=status)
+        if claim is not None:
+            claim.unlink(missing_ok=True)
 
 
 # ----------------------------------------------------------------------------------------------

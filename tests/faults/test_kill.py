@@ -61,6 +61,20 @@ def _kill_after(command: list[str], store: Path, delay: float) -> int:
     return process.wait()
 
 
+def _leftovers(folder: Path, stem: str = "") -> list[str]:
+    """Hidden files beside outputs named `stem...`: a temporary of a killed write, or an MLflow
+    run claim (`tracking.claim_path`); a re-run must have removed them all."""
+    return sorted(p.name for p in folder.glob(f".{stem}*"))
+
+
+def _nothing_running() -> None:
+    """No run in the store is left RUNNING: one a killed attempt left is KILLED, superseded."""
+    for run in tracking.find_runs():
+        assert run["status"] != "RUNNING", run
+        if run["status"] == "KILLED":
+            assert run["tags"].get(tracking.TAG_SUPERSEDED_BY), run
+
+
 def _delay(seed: int, reference_s: float) -> float:
     """A moment inside the run: after about the first 40% (imports, set-up), before its end."""
     return float(np.random.default_rng(seed).uniform(0.4, 0.95) * reference_s)
@@ -121,6 +135,8 @@ def test_killed_pretraining_resumes_to_the_uninterrupted_weights(
         and r["tags"].get("checkpoint_path") == str(out / "checkpoint.pt")
     ]
     assert [r["run_id"] for r in finished] == [summary["mlflow_run_id"]]
+    _nothing_running()
+    assert _leftovers(out) == []
 
 
 def _write_videos(folder: Path, count: int) -> None:
@@ -171,6 +187,7 @@ def test_killed_extraction_leaves_no_partial_shard_and_reruns_to_the_same_frames
         assert _tree(shard) == _tree(root / "reference" / "Shard")
     _timed_run(command(f"killed{trial}"), root / "mlflow.db")
     assert _tree(shard) == _tree(root / "reference" / "Shard")
+    assert _leftovers(out) == []
 
 
 @pytest.fixture(scope="module")
@@ -229,6 +246,10 @@ def test_killed_finetuning_resumes_to_the_uninterrupted_result(finetune_referenc
     b = load_checkpoint(root / f"killed{trial}.pt")["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not (root / f"killed{trial}.ckpt").exists()  # the resume checkpoint goes once done
+    assert _leftovers(root, f"killed{trial}.") == []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+        _nothing_running()
 
 
 @pytest.mark.parametrize("trial", TRIALS)
@@ -251,9 +272,9 @@ def test_a_killed_report_leaves_whole_tables_and_reruns_to_the_same(
     tables = root / f"report{trial}" / "tables"
     if tables.exists():  # every table there is whole: written to a temporary name, renamed
         for name, data in _tree(tables).items():
-            assert name.startswith(".") or data == expected[name], name
+            assert Path(name).name.startswith(".") or data == expected[name], name
     _timed_run(report(f"report{trial}"), store)
-    assert {k: v for k, v in _tree(tables).items() if not k.startswith(".")} == expected
+    assert _tree(tables) == expected  # and the killed write's temporaries are gone
 
 
 # Opens the tracking store, SIGKILLed before its argv[1]-th SQL statement (0: never); prints how

@@ -146,6 +146,16 @@ def _same_as_reference(root: Path, reference: Path, monkeypatch: pytest.MonkeyPa
     finished = [r for r in _pretrain_runs(root, monkeypatch) if r["status"] == "FINISHED"]
     summary = json.loads((root / JOB / "summary.json").read_text())
     assert [r["run_id"] for r in finished] == [summary["mlflow_run_id"]]  # counted once
+    # What the kill left beside the outputs went with the re-run: temporaries, run claims, and
+    # no run stays RUNNING (one the killed job had open is KILLED, superseded by the re-run's).
+    left = [
+        str(p.relative_to(root))
+        for folder in ("data", "results")
+        for p in (root / folder).rglob(".*")
+        if p.name.endswith((".tmp", ".old", ".mlflow-run"))
+    ]
+    assert left == []
+    assert "RUNNING" not in {r["status"] for r in tracking.find_runs()}
 
 
 @pytest.mark.parametrize("trial", [0])

@@ -220,6 +220,7 @@ class JobSpec:
             self.tags(),
             run_name=self.mlflow_run_name(),
             parent_run_id=self.pretrain_run_id,
+            claim=tracking.claim_path(self.out),
             **options,
         )
 
