@@ -264,9 +264,7 @@ def project_make_env() -> dict[str, str]:
 def noop_rerun(project: Path) -> dict[str, Any]:
     """A no-op `make reproduce` next to a no-op one-rule Snakemake workflow."""
     env = project_make_env()
-    dry = subprocess.run(
-        ["make", "dry-run"], cwd=project, env=env, capture_output=True, text=True
-    )
+    dry = subprocess.run(["make", "dry-run"], cwd=project, env=env, capture_output=True, text=True)
     if dry.returncode != 0 or "Nothing to be done" not in dry.stdout + dry.stderr:
         return {
             "noop_rerun_s": None,

@@ -54,8 +54,10 @@ class Section:
         return settings if isinstance(settings, cls) else cls.from_section(settings)
 
     def as_dict(self) -> dict[str, Any]:
-        """The section as params.yaml spells it (nested sections as mappings)."""
-        return dataclasses.asdict(self)
+        """The section as params.yaml spells it (nested sections as mappings), less the keys
+        a job's view leaves out (None: `PretrainSettings.for_job`, a features job's
+        `DownstreamSettings`)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
 
     def replace(self: T, **changes: Any) -> T:
         return dataclasses.replace(self, **changes)
@@ -173,10 +175,6 @@ class PretrainSettings(Recipe):
         mine = {backbone: options[backbone]} if backbone in options else {}
         return self.replace(**dict.fromkeys(PRETRAIN_GRID), backbone_options=mine)
 
-    def as_dict(self) -> dict[str, Any]:
-        """The keys the job was given (the grid lists left out once `for_job` dropped them)."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
-
 
 @dataclass(frozen=True)
 class FinetuneSettings(Recipe):
@@ -222,10 +220,6 @@ class DownstreamSettings(Section):
     splits: list[int] | None = None
     finetune: FinetuneSettings | None = None
     linear: LinearSettings | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        """The keys the job was given (the fields it was not given left out)."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
 
 
 _NESTED: dict[tuple[str, str], type[Section]] = {
