@@ -429,10 +429,10 @@ def ablation(store: Store, clips: int) -> Ablation:
     return Ablation(tuple(grids), tuple(records), tuple(bars), tuple(diff_records))
 
 
-ABLATION_CSV_HEADER = (
+# One row per final metric; the ablation's rows also name their setting (the table's row label).
+ALL_METRICS_CSV_HEADER = (
     "backbone",
     "pretrain_dataset",
-    "setting",
     "method",
     "dataset",
     "split",
@@ -442,6 +442,7 @@ ABLATION_CSV_HEADER = (
     "std",
     "n",
 )
+ABLATION_CSV_HEADER = (*ALL_METRICS_CSV_HEADER[:2], "setting", *ALL_METRICS_CSV_HEADER[2:])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -513,20 +514,6 @@ DIFFERENCES_CSV_HEADER = (
     "standard_error",
     "n",
     "beyond_noise",
-)
-
-
-ALL_METRICS_CSV_HEADER = (
-    "backbone",
-    "pretrain_dataset",
-    "method",
-    "dataset",
-    "split",
-    "protocol",
-    "metric",
-    "mean",
-    "std",
-    "n",
 )
 
 
