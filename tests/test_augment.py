@@ -312,6 +312,29 @@ def test_a_jitter_of_strength_zero_is_skipped_and_changes_nothing(monkeypatch):
     assert torch.equal(aug.apply(frames, params), before)
 
 
+@pytest.mark.parametrize("normalize", [True, False])
+def test_a_clip_with_no_float_work_gets_the_bits_of_the_float_path(normalize):
+    """A plain crop without jitter (and the evaluation crop) is laid out as bytes, then made
+    float: bit for bit what converting first and laying out the floats gives."""
+    import vtdl.augment as augment
+
+    def float_path(frames):  # the order every clip took before the byte path
+        return augment._finish(augment._to_unit_float(frames), normalize)
+
+    plain = ClipAugment(16, 20, rotation=0, brightness=0, contrast=0, saturation=0, hue=0,
+                        normalize=normalize)  # fmt: skip
+    for seed in range(20):
+        clip = _random_clip(1 + seed % 8, 20 + seed, 26 + 2 * seed, seed=seed)
+        frames = plain.resize(clip)
+        params = plain.sample_params(*frames.shape[-2:], _gen(seed))
+        crop = frames[..., params.top : params.top + 16, params.left : params.left + 16]
+        out = plain.apply(frames, params)
+        assert out.is_contiguous() and torch.equal(out, float_path(crop))
+        centre = augment._centre_crop(augment._resize_short(augment._as_frames(clip), 20), 16)
+        evaluated = ClipEval(16, 20, normalize=normalize)(clip)
+        assert evaluated.is_contiguous() and torch.equal(evaluated, float_path(centre))
+
+
 # ---------------------------------------------------------------- augmentation on the device
 
 

@@ -165,6 +165,17 @@ def _finish(frames: Tensor, normalize: bool) -> Tensor:
     return out
 
 
+def _finish_bytes(frames: Tensor, normalize: bool) -> Tensor:
+    """`_finish(_to_unit_float(frames), normalize)` for uint8 (T, C, H, W) frames that need no
+    float work in between: the layout copy moves bytes instead of floats (a quarter of the
+    memory traffic; 1.3 of a 16x112^2 clip's 10 ms went to the float copy). Every step is
+    element-wise, so the result has the same bits."""
+    out = _to_unit_float(frames.permute(1, 0, 2, 3).contiguous())
+    if normalize:
+        out.sub_(_MEAN_CT.to(out.dtype)).div_(_STD_CT.to(out.dtype))
+    return out
+
+
 def rotate_crop(frames: Tensor, angle: float, top: int, left: int, size: int) -> Tensor:
     """Rotate (T, C, H, W) float frames by `angle` degrees about the centre, then crop.
 
@@ -231,10 +242,14 @@ def adjust_hue(frames: Tensor, hue_factor: float) -> Tensor:
 _IDENTITY = {"brightness": 1.0, "contrast": 1.0, "saturation": 1.0, "hue": 0.0}
 
 
+def _is_identity(op: int, params: ClipAugmentParams) -> bool:
+    """Whether jitter operation `op` would leave the image unchanged (strength 0): skipped."""
+    name = JITTER_OPS[op]
+    return getattr(params, name) == _IDENTITY[name]
+
+
 def _jitter_op(frames: Tensor, op: int, params: ClipAugmentParams) -> Tensor:
     name = JITTER_OPS[op]
-    if getattr(params, name) == _IDENTITY[name]:
-        return frames  # strength 0: the op would only cost time
     if name == "brightness":
         return adjust_brightness(frames, params.brightness)
     if name == "contrast":
@@ -332,20 +347,22 @@ class ClipAugment:
 
     def apply(self, frames: Tensor, params: ClipAugmentParams) -> Tensor:
         """Augment resized (T, 3, H', W') uint8 frames (from `resize`) with given parameters."""
+        # The original overwrites its result with each jitter operation applied to the input,
+        # so with `faithful_jitter` only the last operation of the shuffled order survives.
+        ops = params.order[-1:] if self.faithful_jitter else params.order
+        ops = tuple(op for op in ops if not _is_identity(op, params))
         if params.angle == 0:  # a plain crop: cut it before converting the pixels to float
             size, top, left = self.crop_size, params.top, params.left
-            frames = _to_unit_float(frames[..., top : top + size, left : left + size])
+            frames = frames[..., top : top + size, left : left + size]
+            if not ops:
+                return _finish_bytes(frames, self.normalize)
+            frames = _to_unit_float(frames)
         else:
             frames = rotate_crop(
                 _to_unit_float(frames), params.angle, params.top, params.left, self.crop_size
             )
-        if self.faithful_jitter:
-            # The original overwrites its result with each operation applied to the input, so
-            # only the last operation of the shuffled order survives.
-            frames = _jitter_op(frames, params.order[-1], params)
-        else:
-            for op in params.order:
-                frames = _jitter_op(frames, op, params)
+        for op in ops:
+            frames = _jitter_op(frames, op, params)
         return _finish(frames, self.normalize)
 
     def __call__(
@@ -378,8 +395,7 @@ class ClipEval:
     def __call__(self, clip: Tensor | np.ndarray) -> Tensor:
         """Centre-crop a uint8 (T, H, W, 3) clip; returns float32 (3, T, crop_size, crop_size)."""
         frames = _resize_short(_as_frames(clip), self.resize_short)
-        frames = _centre_crop(frames, self.crop_size)
-        return _finish(_to_unit_float(frames), self.normalize)
+        return _finish_bytes(_centre_crop(frames, self.crop_size), self.normalize)
 
 
 # ------------------------------------------------------------------ augmentation on the device
