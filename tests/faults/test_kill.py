@@ -28,7 +28,7 @@ import pytest
 import torch
 from pretrain_jobs import pretrain_argv, tiny_settings
 
-from vtdl import tracking
+from vtdl import fsutil, tracking
 from vtdl.checkpoint import load_checkpoint
 from vtdl.errors import VtdlError
 
@@ -58,7 +58,11 @@ def _kill_after(command: list[str], store: Path, delay: float) -> int:
         process.wait(timeout=delay)
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
-    return process.wait()
+    code = process.wait()
+    # The re-run comes later than the moment in which a write's temporary is kept even when
+    # unlocked (`fsutil._LEFTOVER_MIN_AGE_S`): `vtdl extract` starts fast enough to beat it.
+    time.sleep(fsutil._LEFTOVER_MIN_AGE_S + 0.1)
+    return code
 
 
 def _leftovers(folder: Path, stem: str = "") -> list[str]:
@@ -300,7 +304,7 @@ if opener == "mlflow":
     from mlflow import MlflowClient
     MlflowClient(tracking_uri=os.environ["MLFLOW_TRACKING_URI"]).search_experiments()
 else:
-    from vtdl import tracking
+    from vtdl import fsutil, tracking
     tracking.find_runs()
 print(count, first_tmp)
 """
