@@ -591,3 +591,15 @@ def test_a_claimed_run_that_is_resumed_or_already_ended_is_left_alone(store: Pat
         assert not claim.exists()
     assert tracking.find_runs(f"attributes.run_id = '{ghost}'")[0]["status"] == "FINISHED"
     assert {r["status"] for r in find_runs("tags.scenario = 'claimed-stale'")} == {"FINISHED"}
+
+
+def test_a_claim_that_cannot_be_written_ends_the_run_failed(store: Path, tmp_path: Path):
+    # The output's folder is a file (root ignores read-only modes): writing the claim fails.
+    blocker = tmp_path / "out"
+    blocker.write_text("not a folder")
+    with pytest.raises(VtdlError, match="cannot write"):
+        claim = blocker / ".x.mlflow-run"
+        with start_run("linear", {"p": 1}, {"scenario": "unclaimable"}, claim=claim):
+            pytest.fail("the block must not run without its claim")
+    (run,) = find_runs("tags.scenario = 'unclaimable'")
+    assert run["status"] == "FAILED"

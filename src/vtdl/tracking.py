@@ -878,11 +878,6 @@ def start_run(
             create_tags[TAG_RESUME_OF] = resume_run_id
         info = _retry(client.create_run, experiment_id, tags=create_tags, run_name=run_name).info
     run_id = info.run_id
-    if claim is not None:
-        abandoned = _claimed_run(claim)
-        if abandoned is not None and abandoned != run_id:
-            _end_abandoned(client, abandoned, run_id)
-        atomic_write_text(claim, run_id + "\n")
     run = Run(
         client,
         run_id,
@@ -894,10 +889,18 @@ def start_run(
 
     status = RunStatus.to_string(RunStatus.FINISHED)
     monitor = None
+    claimed = False
     try:
         if existing is None:
             _log_params(client, run_id, flat)
         run.set_tags(all_tags)
+        # Inside the try: a claim that cannot be written ends this run FAILED, not RUNNING.
+        if claim is not None:
+            abandoned = _claimed_run(claim)
+            if abandoned is not None and abandoned != run_id:
+                _end_abandoned(client, abandoned, run_id)
+            atomic_write_text(claim, run_id + "\n")
+            claimed = True
         if system_metrics:
             monitor = _system_metrics_monitor(run_id, uri, resumed=existing is not None)
         yield run
@@ -918,7 +921,7 @@ def start_run(
             status = RunStatus.to_string(RunStatus.FAILED)
         run.ended = True
         _retry(client.set_terminated, run_id, status=status)
-        if claim is not None:
+        if claimed:
             claim.unlink(missing_ok=True)
 
 
