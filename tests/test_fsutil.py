@@ -6,11 +6,11 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 
+from vtdl import fsutil
 from vtdl.errors import VtdlError
 from vtdl.fsutil import (
     atomic_dir,
@@ -82,11 +82,6 @@ def _leftovers(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
 
 
-def _age(folder: Path, seconds: float = 5.0) -> None:
-    for path in folder.iterdir():
-        os.utime(path, (time.time() - seconds, time.time() - seconds))
-
-
 @pytest.mark.parametrize("kind", ["file", "dir"])
 def test_what_a_killed_write_left_is_removed_by_the_next_write_of_that_output(tmp_path, kind):
     write = atomic_dir if kind == "dir" else atomic_path
@@ -94,7 +89,6 @@ def test_what_a_killed_write_left_is_removed_by_the_next_write_of_that_output(tm
     for path in (target, other):
         assert _writer(kind, path, "kill").wait(timeout=60) == -9
     assert len(_leftovers(tmp_path)) == 2 and not target.exists()
-    _age(tmp_path)
     with write(target) as tmp:
         (tmp / "frames" if kind == "dir" else tmp).write_bytes(b"whole")
     # The killed write of this output is gone; the other output's is for its own next write.
@@ -109,7 +103,6 @@ def test_a_temporary_that_a_live_write_holds_is_kept(tmp_path, kind):
     holder = _writer(kind, target, "hold")
     try:
         assert holder.stdout.readline() == "writing\n"
-        _age(tmp_path)
         atomic_write_text(tmp_path / "out", "another writer's")  # same output, meanwhile
         (left,) = _leftovers(tmp_path)  # the live one's temporary is untouched
         assert (tmp_path / left / "frames" if kind == "dir" else tmp_path / left).exists()
@@ -118,23 +111,44 @@ def test_a_temporary_that_a_live_write_holds_is_kept(tmp_path, kind):
         holder.wait()
 
 
-def test_a_young_temporary_and_contents_moved_aside_before_the_swap_are_kept(tmp_path):
+def test_contents_moved_aside_before_the_swap_are_kept_while_the_output_is_missing(tmp_path):
     target = tmp_path / "shard"
-    fresh = tmp_path / ".shard.abcdefgh.tmp"  # unlocked, but created a moment ago
     aside = tmp_path / ".shard.ijklmnop.old"  # killed between moving aside and swapping in
     (aside / "content").mkdir(parents=True)
     (aside / "content" / "frames").write_text("previous")
-    _age(tmp_path)
-    fresh.write_text("")
     with atomic_dir(target) as tmp:
         (tmp / "frames").write_text("new")
     # The previous contents were the last copy while `target` was missing: kept this time.
-    assert _leftovers(tmp_path) == [".shard.abcdefgh.tmp", ".shard.ijklmnop.old"]
-    _age(tmp_path)
+    assert _leftovers(tmp_path) == [".shard.ijklmnop.old"]
     with atomic_dir(target) as tmp:
         (tmp / "frames").write_text("newer")
     assert _leftovers(tmp_path) == []
     assert (target / "frames").read_text() == "newer"
+
+
+@pytest.mark.parametrize("kind", ["file", "dir"])
+def test_a_temporary_swept_before_its_writer_locked_it_is_made_again(tmp_path, monkeypatch, kind):
+    # Another write of the same output sweeps in the moment between creation and lock.
+    target = tmp_path / "out"
+    swept = []
+    for name in ("mkstemp", "mkdtemp"):
+        make = getattr(tempfile, name)
+
+        def make_then_sweep(*args, _make=make, **kwargs):
+            made = _make(*args, **kwargs)
+            if not swept:
+                fsutil._sweep_stale(target)
+                swept.append(made)
+            return made
+
+        monkeypatch.setattr(tempfile, name, make_then_sweep)
+    with (atomic_dir if kind == "dir" else atomic_path)(target) as tmp:
+        assert tmp.exists()  # its own, locked: the next sweep leaves it
+        fsutil._sweep_stale(target)
+        (tmp / "frames" if kind == "dir" else tmp).write_bytes(b"whole")
+    monkeypatch.undo()
+    assert swept and _leftovers(tmp_path) == []
+    assert (target / "frames" if kind == "dir" else target).read_bytes() == b"whole"
 
 
 def test_sha256_file(tmp_path):

@@ -18,8 +18,8 @@ import json
 import os
 import re
 import shutil
+import stat
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,13 +29,11 @@ from vtdl.errors import VtdlError
 _NO_SPACE = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
 _NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
 
-# What `tempfile.mkstemp`/`mkdtemp` make of prefix ".<name>." and our suffixes: 8 characters of
-# [a-z0-9_] (so no other output's temporary, whose name goes on after a dot, matches).
-_LEFTOVER = re.compile(r"[a-z0-9_]{8}\.(tmp|old)")
-_IN_TEMPORARY = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
-# A leftover younger than this is kept even when unlocked: the moment between mkstemp/mkdtemp
-# and the writer's lock.
-_LEFTOVER_MIN_AGE_S = 1.0
+# What `tempfile.mkstemp`/`mkdtemp` add to prefix ".<name>." before our suffixes: 8 characters
+# of [a-z0-9_] (so no other output's temporary, whose name goes on after a dot, matches).
+_RANDOM = r"[a-z0-9_]{8}"
+_LEFTOVER = re.compile(_RANDOM + r"\.(tmp|old)")  # after the prefix
+_IN_TEMPORARY = re.compile(r"\..+\." + _RANDOM + r"\.tmp")  # a whole name
 
 
 def write_failure(path: str | os.PathLike, err: BaseException) -> VtdlError:
@@ -94,27 +92,56 @@ def _umask() -> int:
     return mask
 
 
-def _lock(fd: int) -> None:
-    """Hold an exclusive lock on `fd` (released when it is closed, or the process dies): it
-    tells `_sweep_stale` that the temporary is being written. Best effort: where the file system
-    refuses (some network file systems), nothing is locked and nothing is swept."""
-    with contextlib.suppress(OSError):
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+def _new_temporary(path: Path, suffix: str, folder: bool) -> tuple[Path, int]:
+    """Create `.<name>.<8 random characters><suffix>` beside `path` and hold an exclusive lock
+    on it until the returned descriptor is closed (or the process dies): the lock tells
+    `_sweep_stale` that it is being written.
+
+    Another write's sweep may take the temporary in the moment between its creation and the
+    lock (it holds the lock while it removes it): then it is no longer at its path, and another
+    is made. Where the file system refuses locks (some network file systems), nothing is locked
+    and nothing is swept.
+    """
+    prefix = f".{path.name}."
+    while True:
+        if folder:
+            name = tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=path.parent)
+            try:
+                fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY)
+            except FileNotFoundError:
+                continue  # swept before it was opened
+        else:
+            fd, name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=path.parent)
+        with contextlib.suppress(OSError):  # waits only while a sweep removes it
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            mine = os.path.samestat(os.fstat(fd), os.stat(name, follow_symlinks=False))
+        except FileNotFoundError:
+            mine = False
+        if mine:
+            return Path(name), fd
+        os.close(fd)
 
 
-def _abandoned(path: str) -> bool:
-    """Whether no live process holds `_lock` on `path` (False when that cannot be told)."""
+def _remove_if_abandoned(path: str) -> None:
+    """Remove the temporary `path` when no live process holds its lock, holding the lock
+    meanwhile (so a writer that created it a moment ago finds it gone and makes another)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)  # a symbolic link is not ours
     except OSError:
-        return False
+        return
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:  # held (EWOULDBLOCK), or locks unsupported here
-        return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # held (EWOULDBLOCK), or locks unsupported here
+            return
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
     finally:
         os.close(fd)
-    return True
 
 
 def _sweep_stale(path: Path) -> None:
@@ -133,18 +160,7 @@ def _sweep_stale(path: Path) -> None:
         match = _LEFTOVER.fullmatch(entry.name[len(prefix) :])
         if match is None or (match.group(1) == "old" and not path.exists()):
             continue
-        try:
-            if time.time() - entry.stat(follow_symlinks=False).st_mtime < _LEFTOVER_MIN_AGE_S:
-                continue
-        except OSError:
-            continue
-        if entry.is_symlink() or not _abandoned(entry.path):
-            continue
-        if entry.is_dir(follow_symlinks=False):
-            shutil.rmtree(entry.path, ignore_errors=True)
-        else:
-            with contextlib.suppress(OSError):
-                os.unlink(entry.path)
+        _remove_if_abandoned(entry.path)
 
 
 @contextlib.contextmanager
@@ -159,11 +175,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         _sweep_stale(path)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        # The lock is held until the rename: the block writes through its own handles.
+        tmp, fd = _new_temporary(path, ".tmp", folder=False)
     except OSError as err:
         raise write_failure(path, err) from None
-    _lock(fd)  # held until the rename: the block writes through its own handles
-    tmp = Path(tmp)
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's file is private; `open` would give this
         try:
@@ -205,32 +220,40 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         _sweep_stale(path)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-        fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY)
+        tmp, fd = _new_temporary(path, ".tmp", folder=True)
     except OSError as err:
         raise write_failure(path, err) from None
-    _lock(fd)
     try:
         tmp.chmod(0o777 & ~_umask())  # mkdtemp's folder is private; mkdir's mode instead
         yield tmp
-        old = None
-        try:
-            if path.exists():
-                old = Path(
-                    tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent)
-                )
-                os.replace(path, old / "content")
-            os.replace(tmp, path)
-        except OSError as err:
-            if old is not None and not path.exists():  # put the previous contents back
-                with contextlib.suppress(OSError):
-                    os.replace(old / "content", path)
-            raise write_failure(path, err) from None
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        _swap_in(tmp, path)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+        os.close(fd)
+
+
+def _swap_in(new: Path, path: Path) -> None:
+    """Put the complete folder `new` in place of `path`. An existing `path` is moved aside
+    (locked, so no sweep takes it) and deleted only after the swap; put back if the swap fails."""
+    try:
+        if not path.exists():
+            os.replace(new, path)
+            return
+        old, fd = _new_temporary(path, ".old", folder=True)
+    except OSError as err:
+        raise write_failure(path, err) from None
+    try:
+        os.replace(path, old / "content")
+        os.replace(new, path)
+    except OSError as err:
+        if not path.exists():
+            with contextlib.suppress(OSError):
+                os.replace(old / "content", path)
+        raise write_failure(path, err) from None
+    finally:
+        if path.exists():  # the new contents, or the previous put back: the aside is spare
+            shutil.rmtree(old, ignore_errors=True)
         os.close(fd)
 
 

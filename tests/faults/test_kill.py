@@ -28,7 +28,7 @@ import pytest
 import torch
 from pretrain_jobs import pretrain_argv, tiny_settings
 
-from vtdl import fsutil, tracking
+from vtdl import tracking
 from vtdl.checkpoint import load_checkpoint
 from vtdl.errors import VtdlError
 
@@ -58,11 +58,7 @@ def _kill_after(command: list[str], store: Path, delay: float) -> int:
         process.wait(timeout=delay)
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
-    code = process.wait()
-    # The re-run comes later than the moment in which a write's temporary is kept even when
-    # unlocked (`fsutil._LEFTOVER_MIN_AGE_S`): `vtdl extract` starts fast enough to beat it.
-    time.sleep(fsutil._LEFTOVER_MIN_AGE_S + 0.1)
-    return code
+    return process.wait()
 
 
 def _leftovers(folder: Path, stem: str = "") -> list[str]:
