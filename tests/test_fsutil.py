@@ -212,3 +212,16 @@ def test_outputs_get_the_mode_of_the_umask_not_a_private_one(tmp_path, umask):
         os.umask(previous)
     assert (tmp_path / "table.md").stat().st_mode & 0o777 == 0o666 & ~umask
     assert (tmp_path / "plots").stat().st_mode & 0o777 == 0o777 & ~umask
+
+
+@pytest.mark.parametrize("name", ["shard", "a b", "new\nline", "-x.tmp"])
+def test_writes_into_a_folder_being_filled_do_not_scan_it(tmp_path, monkeypatch, name):
+    # Extraction writes thousands of frame files into one `atomic_dir`: one scan per write
+    # would triple its cost, and nothing but this writer's own files can be in there.
+    scanned = []
+    scandir = os.scandir
+    monkeypatch.setattr(os, "scandir", lambda path: scanned.append(path) or scandir(path))
+    with atomic_dir(tmp_path / name) as tmp:
+        for i in range(3):
+            atomic_write_text(tmp / f"{i}.frames", "x")
+    assert scanned == [tmp_path]  # the output's own folder, once

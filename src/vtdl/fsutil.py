@@ -33,7 +33,7 @@ _NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
 # of [a-z0-9_] (so no other output's temporary, whose name goes on after a dot, matches).
 _RANDOM = r"[a-z0-9_]{8}"
 _LEFTOVER = re.compile(_RANDOM + r"\.(tmp|old)")  # after the prefix
-_IN_TEMPORARY = re.compile(r"\..+\." + _RANDOM + r"\.tmp")  # a whole name
+_IN_TEMPORARY = re.compile(r"\..+\." + _RANDOM + r"\.tmp", re.DOTALL)  # a whole name
 
 
 def write_failure(path: str | os.PathLike, err: BaseException) -> VtdlError:
