@@ -163,6 +163,19 @@ def _sweep_stale(path: Path) -> None:
         _remove_if_abandoned(entry.path)
 
 
+def _start_write(path: str | os.PathLike, folder: bool) -> tuple[Path, Path, int]:
+    """(path, its new locked temporary, the lock's descriptor), after removing what killed
+    writes of `path` left beside it."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _sweep_stale(path)
+        tmp, fd = _new_temporary(path, ".tmp", folder=folder)
+    except OSError as err:
+        raise write_failure(path, err) from None
+    return path, tmp, fd
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to `path`; rename it onto `path` only if the block succeeds.
@@ -171,14 +184,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     OSErrors of writing to it that the block lets through with `errno` set (disk full, size
     limit, permissions), unless the error names another file (one the block was reading).
     """
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _sweep_stale(path)
-        # The lock is held until the rename: the block writes through its own handles.
-        tmp, fd = _new_temporary(path, ".tmp", folder=False)
-    except OSError as err:
-        raise write_failure(path, err) from None
+    # The lock is held until the rename: the block writes through its own handles.
+    path, tmp, fd = _start_write(path, folder=False)
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's file is private; `open` would give this
         try:
@@ -216,13 +223,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     An existing `path` is replaced as a whole (moved aside, then deleted) only after the new
     directory is complete, so a failure keeps the old contents intact.
     """
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _sweep_stale(path)
-        tmp, fd = _new_temporary(path, ".tmp", folder=True)
-    except OSError as err:
-        raise write_failure(path, err) from None
+    path, tmp, fd = _start_write(path, folder=True)
     try:
         tmp.chmod(0o777 & ~_umask())  # mkdtemp's folder is private; mkdir's mode instead
         yield tmp
