@@ -105,6 +105,18 @@ def test_interrupted_then_resumed_run_matches_an_uninterrupted_one(
     assert len(runs) == 2
 
 
+def test_a_job_restarted_after_its_last_epoch_reports_that_epoch(tiny_set):
+    """Killed between its last checkpoint and encoder.pt (or its outputs removed): the re-run
+    trains nothing, and its summary still gives the last epoch's means, not an empty dict."""
+    root, frames, lists = tiny_set
+    first = pretrain_stage.pretrain(pretrain_args(root, frames, lists, "a"), tiny_settings())
+    for name in ("encoder.pt", "summary.json"):
+        (root / "a" / name).unlink()
+    again = pretrain_stage.pretrain(pretrain_args(root, frames, lists, "a"), tiny_settings())
+    assert again["metrics"] == first["metrics"] and "pretrain/epoch/loss" in again["metrics"]
+    assert again["mlflow_run_id"] == first["mlflow_run_id"]
+
+
 def test_a_job_interrupted_while_the_grid_grew_resumes_its_run(tiny_set, monkeypatch):
     """Seeds, methods and another backbone added to `pretrain` while a job was half done:
     the job resumes (same MLflow run, same parameters), since none of those lists is part of

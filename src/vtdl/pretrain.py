@@ -150,8 +150,12 @@ class _Job:
     def epoch(self) -> int:
         return self.train_state.epoch
 
-    def checkpoint(self) -> dict[str, Any]:
-        return self.train_state.state_dict(self.digest, step=self.epoch * self.steps_per_epoch)
+    def checkpoint(self, means: dict[str, float]) -> dict[str, Any]:
+        """The checkpoint after an epoch whose metric means are `means` (kept for summary.json:
+        a job re-started after its last epoch has no epoch of its own to report)."""
+        return self.train_state.state_dict(
+            self.digest, step=self.epoch * self.steps_per_epoch, epoch_means=dict(means)
+        )
 
     def check_ranks_agree(self) -> None:
         """Under torchrun: refuse to checkpoint unless every rank holds rank 0's weights and
@@ -304,7 +308,7 @@ def _train(job: _Job, args: argparse.Namespace, settings: PretrainSettings) -> d
     tags = _tags(args, settings)
     if job.place.is_distributed:  # not a parameter: a run may resume on another world size
         tags["world_size"] = job.place.world_size
-    means: dict[str, float] = {}
+    means: dict[str, float] = dict(job.train_state.facts.get("epoch_means", {}))
     with tracking.start_run(
         "pretrain",
         params,
@@ -339,7 +343,7 @@ def _train(job: _Job, args: argparse.Namespace, settings: PretrainSettings) -> d
             if settings.checkpoint_due(job.epoch):
                 job.check_ranks_agree()
                 if main:
-                    save_checkpoint(checkpoint, job.checkpoint())
+                    save_checkpoint(checkpoint, job.checkpoint(means))
                 run.flush()
         if not main:
             return {}
@@ -356,7 +360,7 @@ def _write_outputs(
     """checkpoint.pt (if a finished run was re-started without one), encoder.pt, summary.json."""
     checkpoint = job.out / "checkpoint.pt"
     if not checkpoint.is_file():  # a finished run re-started with no checkpoint to write
-        save_checkpoint(checkpoint, job.checkpoint())
+        save_checkpoint(checkpoint, job.checkpoint(means))
     checksum = sha256_file(checkpoint)
     run.set_tags({"checkpoint_path": str(checkpoint), "checkpoint_sha256": checksum})
     backbone = job.model.backbone

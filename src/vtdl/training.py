@@ -10,7 +10,7 @@ labelled clips and a classifier) and stay in `vtdl.pretrain` and `vtdl.downstrea
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,11 @@ from vtdl.checkpoint import load_resumable, rng_state, save_checkpoint, set_rng_
 from vtdl.config import add_settings_argument
 from vtdl.runtime import add_resource_arguments, set_lr
 from vtdl.settings import Recipe
+
+# The keys `TrainState.state_dict` writes itself; any other key of a checkpoint is a stage fact.
+_OWN_KEYS = frozenset(
+    {"params_digest", "epoch", "model", "optimizer", "grad_scaler", "rng", "mlflow_run_id"}
+)
 
 
 @dataclass
@@ -38,6 +43,8 @@ class TrainState:
     recipe: Recipe
     epoch: int = 0
     run_id: str | None = None  # the MLflow run a resumed job continues
+    # What the stage added to the checkpoint it resumed from (`state_dict`'s `extra`).
+    facts: dict[str, Any] = field(default_factory=dict)
 
     def start_epoch(self) -> float:
         """Set and return the learning rate of the epoch about to run."""
@@ -76,6 +83,7 @@ class TrainState:
         set_rng_state(state["rng"])
         self.epoch = int(state["epoch"])
         self.run_id = state["mlflow_run_id"] or None
+        self.facts = {k: v for k, v in state.items() if k not in _OWN_KEYS}
         return True
 
 
