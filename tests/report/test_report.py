@@ -236,6 +236,18 @@ def test_report_filters_and_clips(store: Path):
         _report(out, "--no-plots", "--pretrain-dataset", "kinetics")
 
 
+def test_report_keeps_only_the_configured_seeds(store: Path):
+    # The store holds seeds 0 and 1; a grid cut to seed 1 reports seed 1 alone (n=1).
+    out = store / "one_seed"
+    _report(out, "--no-plots", "--clips", "1", "--seeds", "1")
+    md = (out / "tables" / "ablation.md").read_text(encoding="utf-8")
+    assert _md_rows(md)["+TCA (vtdl)"][0] == "55.0 (n=1)"
+    pretext = (out / "tables" / "pretext.md").read_text(encoding="utf-8")
+    assert "(n=2)" not in md and "| 2 |" not in pretext
+    with pytest.raises(VtdlError, match=r"seed in \{7, 8\}"):
+        _report(out, "--no-plots", "--seeds", "8", "7")
+
+
 def test_report_on_empty_store_names_store_and_filter(tmp_path: Path, monkeypatch):
     uri = f"sqlite:///{tmp_path}/empty.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Collection
 from pathlib import Path
 
 from vtdl.fsutil import atomic_dir, atomic_write_text
@@ -36,6 +37,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--pretrain-dataset",
         help="only encoders pretrained on this set, plus scratch (default: one table each)",
+    )
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        help="only runs of these seeds (the pipeline passes pretrain.seeds; default: every seed)",
     )
     parser.add_argument(
         "--clips",
@@ -114,6 +121,7 @@ def build_report(
     experiment: str | None = None,
     with_plots: bool = True,
     data: str | Path | None = None,
+    seeds: Collection[int] | None = None,
 ) -> Store:
     """Write every table (and plot) under `out`; returns the runs used.
 
@@ -121,7 +129,9 @@ def build_report(
         VtdlError: no finished downstream runs match the filter in the store in effect.
     """
     out = Path(out)
-    store = load_store(backbone=backbone, pretrain_dataset=pretrain_dataset, experiment=experiment)
+    store = load_store(
+        backbone=backbone, pretrain_dataset=pretrain_dataset, experiment=experiment, seeds=seeds
+    )
     n_clips = tables.default_clips(store, clips)
     write_tables(store, out / "tables", n_clips)
     if with_plots:
@@ -135,6 +145,7 @@ def run(args: argparse.Namespace) -> None:
         backbone=args.backbone,
         pretrain_dataset=args.pretrain_dataset,
         clips=args.clips,
+        seeds=args.seeds,
         experiment=args.experiment,
         with_plots=not args.no_plots,
         data=args.data,

@@ -13,7 +13,7 @@ honest:
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -178,10 +178,14 @@ def _pretrain(run: dict[str, Any], ident: dict[str, Any]) -> PretrainRun:
     return PretrainRun(run_id=run["run_id"], metrics=metrics, **ident)
 
 
-def describe_filter(backbone: str | None, pretrain_dataset: str | None) -> str:
+def describe_filter(
+    backbone: str | None, pretrain_dataset: str | None, seeds: Collection[int] | None = None
+) -> str:
     parts = ["status FINISHED", f"stage in {{{', '.join(DOWNSTREAM_PROTOCOLS)}}}"]
     if backbone:
         parts.append(f"backbone={backbone}")
+    if seeds is not None:
+        parts.append(f"seed in {{{', '.join(str(s) for s in sorted(seeds))}}}")
     if pretrain_dataset:
         parts.append(f"pretrain_dataset={pretrain_dataset} (scratch runs always kept)")
     return ", ".join(parts)
@@ -191,12 +195,14 @@ def load_store(
     backbone: str | None = None,
     pretrain_dataset: str | None = None,
     experiment: str | None = None,
+    seeds: Collection[int] | None = None,
 ) -> Store:
     """The finished, latest runs of the store in effect (`MLFLOW_TRACKING_URI`), filtered.
 
     `backbone` keeps only runs of that backbone; `pretrain_dataset` keeps downstream runs of
     encoders pretrained on that set (plus scratch, which has no pretraining) and pretraining
-    runs on that set.
+    runs on that set. `seeds` keeps only runs of those seeds (the configured grid: runs of
+    seeds since dropped from it do not enter the means).
 
     Raises:
         VtdlError: the store has no finished downstream run matching the filter (the message
@@ -209,13 +215,15 @@ def load_store(
         # Opening it would create an empty store: say what is missing instead.
         raise VtdlError(
             f"MLflow store {uri!r}: database file {str(database)!r} does not exist, so it has no "
-            f"runs matching {describe_filter(backbone, pretrain_dataset)}; run the pipeline "
+            f"runs matching {describe_filter(backbone, pretrain_dataset, seeds)}; run the pipeline "
             "first (or `dvc pull` the store), or point MLFLOW_TRACKING_URI at it"
         )
     runs = tracking.find_runs("attributes.status = 'FINISHED'", experiment=experiment)
 
     def keep(ident: dict[str, Any]) -> bool:
-        return backbone is None or ident["backbone"] == backbone
+        return (backbone is None or ident["backbone"] == backbone) and (
+            seeds is None or ident["seed"] in seeds
+        )
 
     def downstream_key(run: dict[str, Any]) -> tuple | None:
         if run["tags"].get("stage") not in DOWNSTREAM_PROTOCOLS:
@@ -243,8 +251,8 @@ def load_store(
     if not downstream or (pretrain_dataset is not None and not pretrained):
         raise VtdlError(
             f"MLflow store {uri!r} (experiment {name!r}) has no downstream runs matching "
-            f"{describe_filter(backbone, pretrain_dataset)}; run the finetune/linear/retrieval "
-            "stages first, or point MLFLOW_TRACKING_URI at the store that has them"
+            f"{describe_filter(backbone, pretrain_dataset, seeds)}; run the finetune/linear/"
+            "retrieval stages first, or point MLFLOW_TRACKING_URI at the store that has them"
         )
     pretrain = tuple(_pretrain(run, _identity(run)) for _, run in _latest(runs, pretrain_key))
     return Store(uri=uri, experiment=name, downstream=downstream, pretrain=pretrain)
