@@ -214,6 +214,26 @@ def test_outputs_get_the_mode_of_the_umask_not_a_private_one(tmp_path, umask):
     assert (tmp_path / "plots").stat().st_mode & 0o777 == 0o777 & ~umask
 
 
+def test_contents_being_moved_aside_are_not_swept_by_another_write(tmp_path, monkeypatch):
+    # Another write of the same output sweeps while a replacement moves the old folder aside:
+    # the aside folder is locked like a temporary, so the swap completes.
+    target = tmp_path / "shard"
+    with atomic_dir(target) as tmp:
+        (tmp / "frames").write_text("old")
+    replace = os.replace
+
+    def sweep_then_replace(src, dst):
+        fsutil._sweep_stale(target)
+        replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", sweep_then_replace)
+    with atomic_dir(target) as tmp:
+        (tmp / "frames").write_text("new")
+    monkeypatch.undo()
+    assert (target / "frames").read_text() == "new"
+    assert _leftovers(tmp_path) == []
+
+
 @pytest.mark.parametrize("name", ["shard", "a b", "new\nline", "-x.tmp"])
 def test_writes_into_a_folder_being_filled_do_not_scan_it(tmp_path, monkeypatch, name):
     # Extraction writes thousands of frame files into one `atomic_dir`: one scan per write

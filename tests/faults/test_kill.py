@@ -300,7 +300,7 @@ if opener == "mlflow":
     from mlflow import MlflowClient
     MlflowClient(tracking_uri=os.environ["MLFLOW_TRACKING_URI"]).search_experiments()
 else:
-    from vtdl import fsutil, tracking
+    from vtdl import tracking
     tracking.find_runs()
 print(count, first_tmp)
 """
