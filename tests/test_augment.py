@@ -370,6 +370,22 @@ def test_device_path_equals_the_per_clip_path_for_the_same_draws(options, faithf
     assert torch.allclose(batched, per_clip, atol=2e-4)
 
 
+@pytest.mark.parametrize("faithful", [False, True])
+def test_device_path_gives_a_clip_the_same_bits_in_any_batch(faithful):
+    # The jitter runs per group of clips that share an order of operations: a clip must come
+    # out the same whether it is jittered alone or gathered with the others of its group.
+    aug = ClipAugment(
+        crop_size=16, resize_short=20, rotation=10.0, hue=0.1, faithful_jitter=faithful
+    )
+    device = DeviceClipAugment(aug)
+    halves = [device(_random_clip(4, 24, 32, seed=i), _gen(i)) for i in range(16)]
+    orders = {tuple(h["params"][-len(JITTER_OPS) :].tolist()) for h in halves}
+    assert len(orders) > 4  # several groups, each of a few clips
+    batched = device.apply(default_collate(halves))
+    alone = torch.cat([device.apply(default_collate([h])) for h in halves])
+    assert torch.equal(batched, alone)
+
+
 def test_device_path_loader_half_is_a_small_uint8_window_and_the_draws():
     aug = ClipAugment(crop_size=16, resize_short=20, rotation=10.0)
     device = DeviceClipAugment(aug)
