@@ -51,7 +51,7 @@ from vtdl.pretext import build_pretraining_model
 from vtdl.progress import progress
 from vtdl.runtime import Runtime, select_runtime
 from vtdl.settings import PRETRAIN_GRID, PretrainSettings
-from vtdl.training import TrainState, add_stage_arguments, use_threads
+from vtdl.training import TrainState, add_stage_arguments, set_up_process
 
 
 def build_model(
@@ -281,7 +281,7 @@ def pretrain(
     Under torchrun every rank trains and rank 0 alone logs and writes; the other ranks return
     an empty summary.
     """
-    use_threads(args)
+    set_up_process(args)
     settings = PretrainSettings.of(settings).for_job(args.backbone)
     try:
         job = _Job(args, settings)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
+import platform
 from dataclasses import dataclass
 
 import torch
@@ -57,6 +59,34 @@ def add_resource_arguments(parser: argparse.ArgumentParser) -> None:
         default=1,
         help="GPUs this job holds for its lifetime on a GPU machine (vtdl.gpuslots); "
         "ignored without a GPU",
+    )
+
+
+# glibc's mallopt parameters (malloc.h) and the values `keep_freed_memory` sets.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_MMAP_THRESHOLD = 32 << 20  # glibc's largest allowed value on 64-bit systems
+_TRIM_THRESHOLD = 64 << 20  # above a collated batch of 8 16x112^2 clips (19 MB) and its copy
+
+
+def keep_freed_memory() -> bool:
+    """Let glibc's malloc reuse freed blocks up to 32 MiB instead of mapping fresh pages.
+
+    By default blocks from 128 KiB are mmap-ed and handed back to the kernel when freed, and
+    the heap's free top is trimmed at twice that threshold: a loader that makes and drops
+    2.4 MB clips and 19 MB batches takes every page fault again for each one. Measured on the
+    2-core Intel Xeon (`make bench`'s loader, augmented 16x112^2 clips from JPEG frames, one
+    thread): 166-190 -> 225-238 clips/s; a trim threshold of 32 MiB instead of 64 kept the
+    faults (166-177). Memory freed below 64 MiB stays with the process. Returns whether both
+    settings were taken (False off glibc, where malloc is left alone).
+    """
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    return bool(libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)) and bool(
+        libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)
     )
 
 

@@ -2,9 +2,10 @@
 
 `TrainState` is the part of a training job a checkpoint holds (model, optimiser, grad scaler,
 epoch, random generators, MLflow run id) and knows how to save, resume and set each epoch's
-learning rate from its `Recipe`; `add_stage_arguments` and `use_threads` are the command-line
-options every torch stage takes. The steps themselves differ (triplets and a pretext model vs
-labelled clips and a classifier) and stay in `vtdl.pretrain` and `vtdl.downstream.finetune`.
+learning rate from its `Recipe`; `add_stage_arguments` (the command-line options every torch
+stage takes) and `set_up_process` (what each does first) are shared too. The steps themselves
+differ (triplets and a pretext model vs labelled clips and a classifier) and stay in
+`vtdl.pretrain` and `vtdl.downstream.finetune`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from torch import nn
 
 from vtdl.checkpoint import load_resumable, rng_state, save_checkpoint, set_rng_state
 from vtdl.config import add_settings_argument
-from vtdl.runtime import add_resource_arguments, set_lr
+from vtdl.runtime import add_resource_arguments, keep_freed_memory, set_lr
 from vtdl.settings import Recipe
 
 # The keys `TrainState.state_dict` writes itself; any other key of a checkpoint is a stage fact.
@@ -93,7 +94,9 @@ def add_stage_arguments(parser: argparse.ArgumentParser, section: str) -> None:
     add_resource_arguments(parser)
 
 
-def use_threads(args: argparse.Namespace) -> None:
-    """Apply `--threads` (0 leaves torch's own choice)."""
+def set_up_process(args: argparse.Namespace) -> None:
+    """What every torch stage does first: apply `--threads` (0 leaves torch's own choice) and
+    let malloc keep the clip-sized blocks it frees (`runtime.keep_freed_memory`)."""
+    keep_freed_memory()
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -36,7 +36,7 @@ from vtdl.models import build_backbone, global_average_pool
 from vtdl.names import CLASSES_FILE, LIST_PARTS, METHODS, SCRATCH, split_dir, split_list
 from vtdl.runtime import Runtime, select_runtime
 from vtdl.seeds import seed_everything
-from vtdl.training import add_stage_arguments, use_threads
+from vtdl.training import add_stage_arguments, set_up_process
 
 __all__ = [
     "Job",
@@ -136,7 +136,7 @@ def _check_same(what: str, given: Any, recorded: Any, path: str) -> None:
 def prepare_job(args: argparse.Namespace, protocol: str) -> Job:
     """Resolve the command line: settings, encoder (or scratch backbone), lists, runtime."""
     settings = resolve_settings(args.settings, protocol)
-    use_threads(args)
+    set_up_process(args)
     lists, frames = Path(args.lists), Path(args.frames)
     if not frames.is_dir():
         raise VtdlError(f"--frames {frames}: directory not found")
