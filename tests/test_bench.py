@@ -31,7 +31,8 @@ def test_gpu_benchmark_runs_at_toy_sizes_on_the_cpu(tmp_path):
     assert all(r["triplets_per_s"] > 0 and r["gflop_per_step"] > 0 for r in rows)
     # The same model and clip, so the same counted work whatever the memory format.
     assert rows[0]["gflop_per_step"] == rows[1]["gflop_per_step"]
-    e2e = results["end_to_end"]
+    [e2e] = results["end_to_end"]  # --tiny: the embedded settings only, not the paper presets
+    assert e2e["backbone"] == "small3d" and e2e["presets"] == []
     assert e2e["loop_clips_per_s"] > 0 and e2e["loop_vs_bare"] > 0
 
 
