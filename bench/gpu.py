@@ -159,16 +159,19 @@ E2E_PRESETS = (("ucf101.yaml",), ("ucf101.yaml", "r3d_18.yaml"))
 
 def end_to_end(args, device, presets: tuple[str, ...]) -> dict[str, Any]:
     """`vtdl pretrain` with the stacked presets' augmentation and model on generated frame
-    files (the UCF101 preset's 256 short side), against the bare step of the same model and
-    batch. `--tiny`: params.yaml's embedded settings instead."""
+    files (4:3 frames at the short side the stack extracts), against the bare step of the same
+    model and batch. `--tiny`: params.yaml's embedded settings instead."""
     from run import write_frame_set
 
     from vtdl import pretrain as stage
     from vtdl.config import load_settings, load_yaml
 
     settings = load_settings(str(ROOT / "params.yaml"), "pretrain")
+    short_side = load_settings(str(ROOT / "params.yaml"), "extract")["short_side"]
     for name in presets:
-        settings.update(load_yaml(ROOT / "workflow" / "presets" / name).get("pretrain", {}))
+        preset = load_yaml(ROOT / "workflow" / "presets" / name)
+        settings.update(preset.get("pretrain", {}))
+        short_side = preset.get("extract", {}).get("short_side", short_side)
     # 4 steps per epoch over a small set, repeated: the loader's work per step is the same as
     # on a big set, and the generated files stay small (JPEG noise frames, a pessimistic codec
     # load: natural frames decode faster).
@@ -178,7 +181,7 @@ def end_to_end(args, device, presets: tuple[str, ...]) -> dict[str, Any]:
         queue_size=min(settings["queue_size"], videos // 2), batch_size=args.batch,
         device=device.type, num_workers=args.workers,
     )  # fmt: skip
-    size = (48, 64) if args.tiny else (256, 340)
+    size = (48, 64) if args.tiny else (short_side, round(short_side * 4 / 3))
     length = settings["clip_len"] * settings["stride"] * 2 + 8  # room for the temporal negative
     codec = "raw" if args.tiny else "jpeg"
     with tempfile.TemporaryDirectory() as tmp:

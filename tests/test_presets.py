@@ -83,6 +83,12 @@ def test_preset_builds_its_dag(tmp_path, presets):
     # A download's frames are stored as JPEG: params.yaml's raw is meant for the embedded set's
     # tiny frames (about 250 KiB per frame at the presets' short side 256).
     assert "--codec jpeg" in result.stdout and "--codec raw" not in result.stdout
+    # Frames at the short side the crops are cut from: 256 for I3D's 224, 128 for the
+    # ResNet-3D family's 112 (no per-clip resize, a third of the JPEG decoding).
+    assert merged["extract"]["short_side"] == merged["pretrain"]["resize_short"]
+    assert f"--short-side {merged['extract']['short_side']} " in result.stdout
+    if "downstream" in merged:  # the Kinetics subset preset only pretrains
+        assert merged["downstream"]["resize_short"] == merged["extract"]["short_side"]
     assert '\\"crop_size\\": ' + str(merged["pretrain"]["crop_size"]) in result.stdout or (
         f'"crop_size": {merged["pretrain"]["crop_size"]}' in result.stdout
     )
