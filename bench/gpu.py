@@ -1,6 +1,7 @@
 """GPU benchmark: pretraining throughput, model-FLOPs utilisation, memory, and the real loop.
 
-One command on a machine with a GPU (an estimated 5-6 minutes on an H100; not yet run on one):
+One command on a machine with a GPU (not yet run on one; nothing starts after `--budget`, 300 s
+by default, so a run ends within about 8 minutes; what it skips is listed, most telling first):
 
     .venv/bin/python bench/gpu.py --out bench/gpu.json
 
@@ -19,11 +20,13 @@ Asserts nothing.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -218,7 +221,14 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--e2e-steps", type=int, default=200)
     parser.add_argument("--workers", type=int, default=min(16, os.cpu_count() or 1))
-    parser.add_argument("--out", help="also write the figures as JSON here")
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=300.0,
+        help="seconds; what has not started by then is skipped (and listed), so that one run "
+        "fits a short GPU slot",
+    )
+    parser.add_argument("--out", help="also write the figures as JSON here (after each one)")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
     if args.tiny:
@@ -233,26 +243,54 @@ def main() -> None:
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "peak_bf16_tflops": peak_tflops(device),
         "steps": [],
+        "end_to_end": [],
         "largest_batch": {},
+        "skipped": [],
     }
-    for backbone, options, frames, side in grid:
-        for channels_last in (False, True):
-            for compiled in compile_options:
-                row = step_figures(
-                    args, device, backbone, options, frames, side, channels_last, compiled, amp
-                )
-                results["steps"].append(row)
-                print(json.dumps(row), flush=True)
-        key = f"{backbone} {frames}x{side}x{side}"
-        results["largest_batch"][key] = largest_batch(
-            device, backbone, options, frames, side, amp, 1024
-        )
-    results["end_to_end"] = []
-    for presets in [()] if args.tiny else E2E_PRESETS:
+
+    def step(*config) -> None:
+        results["steps"].append(step_figures(args, device, *config, amp))
+
+    def loop(presets: tuple[str, ...]) -> None:
         results["end_to_end"].append(end_to_end(args, device, presets))
-        print(json.dumps(results["end_to_end"][-1]), flush=True)
-    if args.out:
-        Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+
+    def fits(key: str, *config) -> None:
+        results["largest_batch"][key] = largest_batch(device, *config, amp, 1024)
+
+    # Most telling first, so that a run cut short still answers the goals: the eager steps
+    # (r3d_18 at 16x112^2, the MFU goal's, leads), the end-to-end loops, then torch.compile
+    # (compiling takes minutes) and the largest batches.
+    tasks: list[tuple[str, Callable[[], None]]] = []
+    for compiled in compile_options:
+        for backbone, options, frames, side in grid:
+            for channels_last in (False, True):
+                config = (backbone, options, frames, side, channels_last, compiled)
+                label = f"step {backbone} {frames}x{side}x{side} cl={channels_last} c={compiled}"
+                tasks.append((label, functools.partial(step, *config)))
+        if not compiled:
+            for presets in [()] if args.tiny else E2E_PRESETS:
+                label = "end-to-end " + " + ".join(presets or ("tiny",))
+                tasks.append((label, functools.partial(loop, presets)))
+    for backbone, options, frames, side in grid:
+        key = f"{backbone} {frames}x{side}x{side}"
+        config = (backbone, options, frames, side)
+        tasks.append((f"largest batch {key}", functools.partial(fits, key, *config)))
+
+    def save() -> None:
+        if args.out:
+            Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+
+    start = time.perf_counter()
+    for label, task in tasks:
+        if time.perf_counter() - start >= args.budget:
+            results["skipped"].append(label)
+            print(f"gpu.py: skipped (past --budget {args.budget:g} s): {label}", flush=True)
+            continue
+        task()
+        print(json.dumps({"done": label, "elapsed_s": round(time.perf_counter() - start)}))
+        save()  # a run stopped from outside keeps what it measured
+    save()
+    print(json.dumps(results), flush=True)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,25 @@ def test_gpu_benchmark_runs_at_toy_sizes_on_the_cpu(tmp_path):
     assert e2e["loop_clips_per_s"] > 0 and e2e["loop_vs_bare"] > 0
 
 
+def test_gpu_benchmark_skips_what_a_spent_budget_leaves_and_still_writes_its_file(tmp_path):
+    out = tmp_path / "gpu.json"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "gpu.py"), "--tiny", "--budget", "0"]
+        + ["--out", str(out)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(out.read_text())
+    assert results["steps"] == [] and results["end_to_end"] == []
+    assert results["largest_batch"] == {}
+    # Both memory formats' steps, the end-to-end loop and the largest batch: named, in order.
+    assert len(results["skipped"]) == 4 and results["skipped"][0].startswith("step small3d")
+    assert "past --budget" in done.stdout
+
+
 def _bench_module():
     sys.path.insert(0, str(ROOT / "bench"))
     try:
