@@ -1,7 +1,8 @@
 """GPU benchmark: pretraining throughput, model-FLOPs utilisation, memory, and the real loop.
 
-One command on a machine with a GPU (not yet run on one; nothing starts after `--budget`, 300 s
-by default, so a run ends within about 8 minutes; what it skips is listed, most telling first):
+One command on a machine with a GPU (not yet run on one). The most telling figures run first and
+nothing starts after `--budget` (300 s by default), so a run should end within about 8 minutes
+(an estimate: one torch.compile can take minutes); what it skipped is listed in the JSON:
 
     .venv/bin/python bench/gpu.py --out bench/gpu.json
 
