@@ -1,4 +1,5 @@
-"""Where and how training runs: device, mixed precision, the `--threads`/`--gpus` options.
+"""Where and how training runs: device, mixed precision, the `--threads`/`--gpus` options, and
+how the process's malloc treats the clip-sized blocks a loader frees (`keep_freed_memory`).
 
 One place for these choices so pretraining and every downstream stage behave alike: CUDA when
 present (bf16 autocast where the GPU supports it, else fp16 with a grad scaler), deterministic
