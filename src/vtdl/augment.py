@@ -501,12 +501,12 @@ class DeviceClipAugment:
         x = nnf.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         x = x.view(batch, num, 3, crop, crop)
         for rows, ops in self._jitter_groups(params):
-            index = rows.to(x.device)
-            part = x if rows.numel() == batch else x[index]
+            whole, index = rows.numel() == batch, rows.to(x.device)
+            part = x if whole else x[index]
             for name in ops:
                 factor = params[rows, _FACTOR[name]].to(torch.float32)
                 part = _batched_jitter(part, name, factor.to(x.device))
-            if rows.numel() == batch:
+            if whole:
                 x = part
             else:
                 x[index] = part

@@ -76,7 +76,7 @@ def keep_freed_memory() -> bool:
     the heap's free top is trimmed at twice that threshold: a loader that makes and drops
     2.4 MB clips and 19 MB batches takes every page fault again for each one. Measured on the
     2-core Intel Xeon (`make bench`'s loader, augmented 16x112^2 clips from JPEG frames, one
-    thread): 166-190 -> 225-238 clips/s; a trim threshold of 32 MiB instead of 64 kept the
+    thread): 166-190 -> 210-238 clips/s; a trim threshold of 32 MiB instead of 64 kept the
     faults (166-177). Memory freed below 64 MiB stays with the process. Returns whether both
     settings were taken (False off glibc, where malloc is left alone).
     """
