@@ -33,7 +33,11 @@ def tiny_project(tmp_path_factory):
     session): see tests/tiny_project.py."""
     if shutil.which("make") is None or not (BIN / "dvc").is_file():
         pytest.skip("make or the venv's dvc not found (run `make setup`)")
-    return make_project(tmp_path_factory.mktemp("dvc"))
+    # A folder name with a space and a quote: every clone of it (make, Snakemake's shell
+    # commands, DVC, MLflow, S3, the UI) must work wherever a user keeps the project.
+    base = tmp_path_factory.mktemp("dvc") / "it's a project"
+    base.mkdir()
+    return make_project(base)
 
 
 TINY_SET_CLASSES = 3
