@@ -122,7 +122,10 @@ def cluster(tmp_path_factory):
 
 def test_data_stages_and_a_pretraining_job_run_through_the_slurm_profile(cluster, tmp_path):
     folder, env = cluster
-    (tmp_path / "params.yaml").write_text(json.dumps(tiny_params()))
+    # A project folder named with a space and a quote: the batch scripts' paths must survive.
+    project = tmp_path / "it's a project"
+    project.mkdir()
+    (project / "params.yaml").write_text(json.dumps(tiny_params()))
     targets = ["data/splits/synth_ucf", "results/pretrain/synth_ucf/vtdl_small3d_s0/summary.json"]
     # The profile's per-rule threads and memory are a real cluster's; this node is the test
     # machine, and it has no GPU.
@@ -133,8 +136,8 @@ def test_data_stages_and_a_pretraining_job_run_through_the_slurm_profile(cluster
          "params.yaml", "--profile", str(ROOT / "workflow" / "profiles" / "slurm"),
          "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "5",
          *fit],
-        cwd=tmp_path, capture_output=True, text=True, timeout=900, check=False,
-        env={**env, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"},
+        cwd=project, capture_output=True, text=True, timeout=900, check=False,
+        env={**env, "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}"},
     )  # fmt: skip
     text = result.stdout + result.stderr
     assert result.returncode == 0, text[-5000:]
@@ -146,6 +149,6 @@ def test_data_stages_and_a_pretraining_job_run_through_the_slurm_profile(cluster
         assert f"\nlocal{light}:" in text and f"\n{light}:" not in text, light
     for heavy in ("extract", "pretrain"):
         assert f"\nrule {heavy}:" in text and f"localrule {heavy}:" not in text, heavy
-    out = tmp_path / "results" / "pretrain" / "synth_ucf" / "vtdl_small3d_s0"
+    out = project / "results" / "pretrain" / "synth_ucf" / "vtdl_small3d_s0"
     assert (out / "encoder.pt").is_file() and (out / "summary.json").is_file()
-    assert (tmp_path / "data" / "splits" / "synth_ucf" / "split1" / "train.csv").is_file()
+    assert (project / "data" / "splits" / "synth_ucf" / "split1" / "train.csv").is_file()
