@@ -108,7 +108,8 @@ def test_the_table_shows_every_figure():
             "device_path_clips_per_s_on_device": 3.0, "device_path_whole_on_cpu": 2.9,
         },
         "pretrain_efficiency": 0.6, "pretrain_loop_clips_per_s": 180.0,
-        "pretrain_bare_step_clips_per_s": 300.0,
+        "pretrain_bare_step_clips_per_s": 300.0, "pretrain_efficiency_no_augmentation": 0.8,
+        "pretrain_loop_no_augmentation_clips_per_s": 240.0,
         "peak_rss_mb": {"extract_200_videos": 60, "extract_2000_videos": 61,
                         "pretrain_200_videos": 1000, "pretrain_2000_videos": 1001},
     }  # fmt: skip
@@ -120,7 +121,7 @@ def test_the_table_shows_every_figure():
         "figures": figures,
     }
     rows = [line for line in bench.table(results).splitlines() if line.startswith("| ")]
-    assert len(rows) == 1 + 10  # the header, then one row per line of figures
+    assert len(rows) == 1 + 11  # the header, then one row per line of figures
     assert all("None" not in row for row in rows)
 
 
