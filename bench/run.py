@@ -50,7 +50,6 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-import av
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -162,6 +161,8 @@ def write_frame_set(
 
 def write_avi(path: Path, frames: Iterator[np.ndarray], gop: int = 12) -> None:
     """An mpeg4 .avi at 25 fps (quantiser 4) with at most `gop` frames between key frames."""
+    import av  # here, not at the top: bench/gpu.py imports this module where PyAV may be missing
+
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), mode="w") as container:
         stream = None
@@ -474,6 +475,8 @@ def loader_vs_source_decode() -> dict[str, Any]:
 
 def _decode_only(paths: list[Path]) -> None:
     """Demux and decode every frame, as extraction does (frame threads), keeping nothing."""
+    import av
+
     for path in paths:
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
